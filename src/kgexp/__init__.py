@@ -1,0 +1,1 @@
+"""kgexp: knowledge-graph-embedding link-prediction experiments."""

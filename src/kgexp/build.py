@@ -1,0 +1,85 @@
+"""From a composed config to the objects of a run; every error names the config key."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kgexp.data.datamodule import KGDataModule
+from kgexp.models import MODELS, KGEModel
+from kgexp.training.losses import LOSSES
+from kgexp.training.module import LinkPredictionModule
+from kgexp.training.negatives import NegativeSampling, UniformSampler
+from kgexp.training.optim import OptimizerSwitch, build_optimizer
+from kgexp.training.regularizers import NormRegularizer
+
+SAMPLERS = {"uniform": UniformSampler}
+NONE = "none"
+
+
+def _options(node: Mapping[str, Any] | DictConfig, *exclude: str) -> dict[str, Any]:
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    return {k: v for k, v in plain.items() if k not in exclude}
+
+
+def construct(cls: type, key: str, options: dict[str, Any], *args: Any) -> Any:
+    """``cls(*args, **options)``; an option ``cls`` does not take is reported as ``key.option``."""
+    accepted = [n for n in list(inspect.signature(cls).parameters)[len(args) :]]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"{key}.{unknown[0]}: unknown option for {cls.__name__}; valid options: {', '.join(accepted)}"
+        )
+    return cls(*args, **options)
+
+
+def _lookup(registry: Mapping[str, type], key: str, name: str) -> type:
+    if name not in registry:
+        raise ValueError(f"{key}.name: unknown choice {name!r}; valid choices: {', '.join(registry)}")
+    return registry[name]
+
+
+def build_datamodule(cfg: DictConfig) -> KGDataModule:
+    dataset = _options(cfg.dataset)
+    data = _options(cfg.data)
+    return construct(KGDataModule, "dataset", {**dataset, **data, "seed": cfg.seed})
+
+
+def build_model(cfg: DictConfig, num_entities: int, num_relations: int) -> KGEModel:
+    cls = _lookup(MODELS, "model", cfg.model.name)
+    return construct(cls, "model", _options(cfg.model, "name"), num_entities, num_relations)
+
+
+def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> LinkPredictionModule:
+    """The LightningModule of a run; the config and graph size are saved as its hyper-parameters."""
+    model = build_model(cfg, num_entities, num_relations)
+    sampler_options = _options(cfg.sampler, "name", "sides")
+    sampler = construct(_lookup(SAMPLERS, "sampler", cfg.sampler.name), "sampler", sampler_options)
+    negatives = NegativeSampling(sampler, cfg.sampler.sides)
+    loss = construct(_lookup(LOSSES, "loss", cfg.loss.name), "loss", _options(cfg.loss, "name"))
+    regularizer = None
+    if cfg.regularizer.name != NONE:
+        regularizer = construct(NormRegularizer, "regularizer", _options(cfg.regularizer, "name"))
+    switch = None
+    if cfg.schedule.name != NONE:
+        if cfg.schedule.name != "switch":
+            raise ValueError(
+                f"schedule.name: unknown choice {cfg.schedule.name!r}; valid choices: none, switch"
+            )
+        switch = construct(OptimizerSwitch, "schedule", _options(cfg.schedule, "name"))
+    optimizer = _options(cfg.optimizer)
+    build_optimizer(model.parameters(), **optimizer)  # fail now, not at the first step, on a bad option
+    module = LinkPredictionModule(
+        model, negatives, loss, regularizer, optimizer, switch=switch, seed=cfg.seed
+    )
+    module.save_hyperparameters(
+        {
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "num_entities": num_entities,
+            "num_relations": num_relations,
+        }
+    )
+    return module

@@ -1,0 +1,49 @@
+"""The ``kgexp`` command: ``kgexp [train] ...``, ``kgexp evaluate ckpt=...``, ``kgexp export ...``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+
+def config_dir() -> str:
+    """The Hydra config folder: packaged as ``kgexp/conf`` in a wheel, ``conf/`` in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parents[1] / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"kgexp configs not found in {here / 'conf'} or {here.parents[1] / 'conf'}")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def train_command(cfg: DictConfig) -> float | None:
+    from kgexp.train import train
+
+    return train(cfg).get("val/mrr")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
+def evaluate_command(cfg: DictConfig) -> None:
+    from kgexp.evaluate import evaluate
+
+    evaluate(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
+def export_command(cfg: DictConfig) -> None:
+    from kgexp.export import export
+
+    export(cfg.ckpt, cfg.out)
+
+
+COMMANDS = {"train": train_command, "evaluate": evaluate_command, "export": export_command}
+
+
+def main() -> None:
+    command = "train"
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        command = sys.argv.pop(1)
+    COMMANDS[command]()

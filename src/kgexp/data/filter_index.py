@@ -1,0 +1,88 @@
+"""Known answers of (h, r, ?) and (?, r, t) queries, stored CSR-style in flat tensors."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kgexp.sides import HEAD, TAIL, Side
+
+
+class SideIndex:
+    """Answers of one query side: sorted query keys, offsets into a flat answer array.
+
+    A query key is ``anchor * num_relations + relation``; ``answers[offsets[i]:offsets[i + 1]]`` are the
+    sorted answer ids of the i-th key. ``triple_keys`` (``query_key * num_entities + answer``) is the
+    same data as one globally sorted array, for vectorised membership tests.
+    """
+
+    def __init__(
+        self, anchors: Tensor, relations: Tensor, answers: Tensor, num_entities: int, num_relations: int
+    ):
+        self.num_entities, self.num_relations = num_entities, num_relations
+        keys = torch.unique(
+            (anchors * num_relations + relations) * num_entities + answers
+        )  # sorted, deduplicated
+        query_keys = keys // num_entities
+        self.answers = keys % num_entities
+        self.query_keys, counts = torch.unique_consecutive(query_keys, return_counts=True)
+        self.offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=self.offsets[1:])
+        self.triple_keys = keys
+
+    def to(self, device: torch.device | str) -> SideIndex:
+        for name in ("answers", "query_keys", "offsets", "triple_keys"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def ranges(self, anchors: Tensor, relations: Tensor) -> tuple[Tensor, Tensor]:
+        """Start and end offsets of each query's answers (empty range for an unknown query)."""
+        keys = anchors * self.num_relations + relations
+        if len(self.query_keys) == 0:
+            return torch.zeros_like(keys), torch.zeros_like(keys)
+        pos = torch.searchsorted(self.query_keys, keys).clamp_max(len(self.query_keys) - 1)
+        found = self.query_keys[pos] == keys
+        start = torch.where(found, self.offsets[pos], 0)
+        end = torch.where(found, self.offsets[pos + 1], 0)
+        return start, end
+
+    def answer_pairs(self, anchors: Tensor, relations: Tensor) -> tuple[Tensor, Tensor]:
+        """All (query row, answer id) pairs of a batch of queries, as two flat tensors."""
+        start, end = self.ranges(anchors, relations)
+        lengths = end - start
+        rows = torch.repeat_interleave(torch.arange(len(anchors), device=anchors.device), lengths)
+        first = torch.cumsum(lengths, 0) - lengths
+        flat = torch.arange(len(rows), device=anchors.device) - first[rows] + start[rows]
+        return rows, self.answers[flat]
+
+    def counts(self, anchors: Tensor, relations: Tensor) -> Tensor:
+        start, end = self.ranges(anchors, relations)
+        return end - start
+
+    def contains(self, anchors: Tensor, relations: Tensor, candidates: Tensor) -> Tensor:
+        """Whether ``(anchor, relation, candidate)`` is known; ``candidates`` may have extra trailing dims."""
+        query = (anchors * self.num_relations + relations).view(-1, *([1] * (candidates.dim() - 1)))
+        keys = query * self.num_entities + candidates
+        if len(self.triple_keys) == 0:
+            return torch.zeros_like(keys, dtype=torch.bool)
+        pos = torch.searchsorted(self.triple_keys, keys).clamp_max(len(self.triple_keys) - 1)
+        return self.triple_keys[pos] == keys
+
+
+class FilterIndex:
+    """Known answers for tail queries (h, r, ?) and head queries (?, r, t) of a set of triples."""
+
+    def __init__(self, triples: Tensor, num_entities: int, num_relations: int):
+        h, r, t = triples.long().unbind(1)
+        self.sides = {
+            TAIL: SideIndex(h, r, t, num_entities, num_relations),
+            HEAD: SideIndex(t, r, h, num_entities, num_relations),
+        }
+
+    def __getitem__(self, side: Side) -> SideIndex:
+        return self.sides[side]
+
+    def to(self, device: torch.device | str) -> FilterIndex:
+        for index in self.sides.values():
+            index.to(device)
+        return self

@@ -1,0 +1,32 @@
+"""``kgexp evaluate``: the filtered evaluation (valid and test) of a saved checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from kgexp.atomic import write_json
+from kgexp.build import build_datamodule
+from kgexp.loading import load_module
+from kgexp.train import format_metrics
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.ckpt`` on its dataset and write ``metrics.json`` into ``cfg.output_dir``."""
+    module, run_cfg = load_module(cfg.ckpt)
+    if cfg.get("data"):
+        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+    datamodule = build_datamodule(run_cfg)
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=False)
+    metrics: dict[str, float] = {}
+    for stage in (trainer.validate, trainer.test):
+        for result in stage(module, datamodule=datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    write_json(Path(cfg.output_dir) / "metrics.json", metrics)
+    log.info("test metrics: %s", format_metrics(metrics, "test/"))
+    return metrics

@@ -1,0 +1,61 @@
+"""Link-prediction metrics as a torchmetrics Metric with sum states (correct under DDP reduction)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from kgexp.evaluation.ranking import Ranks
+from kgexp.sides import BOTH_SIDES, Side
+
+RANK_TYPES = ("realistic", "optimistic", "pessimistic")
+HITS_AT = (1, 3, 10)
+#: Per (side, rank type): sum of 1/rank, sum of rank, hits@k counts, number of queries.
+_STATS = ("mrr", "mr", *(f"hits@{k}" for k in HITS_AT), "count")
+
+
+class RankMetrics(Metric):
+    """MRR, MR and Hits@1/3/10 for head, tail and both sides, for each rank type.
+
+    ``compute()`` returns a flat dict named ``[side/][rank type/]metric``, where the side is omitted for
+    both sides together and the rank type for realistic ranks: ``mrr``, ``head/mrr``,
+    ``optimistic/hits@10``, ``tail/pessimistic/mr``.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state(
+            "sums",
+            default=torch.zeros(len(BOTH_SIDES), len(RANK_TYPES), len(_STATS), dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
+
+    def update(self, ranks: Ranks, side: Side) -> None:  # type: ignore[override]
+        side_index = BOTH_SIDES.index(side)
+        for type_index, name in enumerate(RANK_TYPES):
+            rank = getattr(ranks, name).to(self.sums.device, torch.float64)
+            row = torch.stack(
+                [
+                    rank.reciprocal().sum(),
+                    rank.sum(),
+                    *((rank <= k).sum().double() for k in HITS_AT),
+                    torch.tensor(float(rank.numel()), dtype=torch.float64, device=rank.device),
+                ]
+            )
+            self.sums[side_index, type_index] += row
+
+    def compute(self) -> dict[str, Tensor]:
+        results = {}
+        per_side = {side: self.sums[i] for i, side in enumerate(BOTH_SIDES)}
+        per_side[None] = self.sums.sum(0)
+        for side, sums in per_side.items():
+            for type_index, rank_type in enumerate(RANK_TYPES):
+                count = sums[type_index, -1].clamp_min(1)
+                prefix = "/".join(p for p in (side, None if rank_type == "realistic" else rank_type) if p)
+                for stat_index, stat in enumerate(_STATS[:-1]):
+                    key = f"{prefix}/{stat}" if prefix else stat
+                    results[key] = sums[type_index, stat_index] / count
+        return results

@@ -1,0 +1,133 @@
+"""The scoring contract shared by training and evaluation.
+
+A model turns the kept entity and the relation of a query into a *query vector* (``query``) and scores
+candidate entities against it (``compare_all`` for a shared candidate set, ``compare_each`` for per-query
+candidate sets). Everything else (triples, all-entity ranking, negatives, mutated negatives) is built on
+those three methods, so every use of a model scores the same way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from kgexp.sides import TAIL, Side
+
+#: Upper bound on elements of an intermediate (queries x candidates x width) tensor in ``compare_all``.
+DEFAULT_CHUNK_ELEMENTS = 1 << 24
+
+
+class KGEModel(nn.Module, ABC):
+    """Entity and relation embedding tables plus a scoring function.
+
+    ``dim`` is the model's embedding dimension: real coordinates for TransE and DistMult, complex
+    coordinates for ComplEx and RotatE, whose entities are stored as ``[real | imaginary]`` halves of
+    width ``2 * dim``. Parameters are initialised ``U(-a, a)`` with ``a = init_range`` or, by default, the
+    reference recipe's ``(gamma + 2) / dim``.
+    """
+
+    name: str
+    entity_factor = 1  # stored entity width = entity_factor * dim
+    relation_factor = 1
+
+    def __init__(
+        self,
+        num_entities: int,
+        num_relations: int,
+        dim: int,
+        gamma: float = 24.0,
+        init_range: float | None = None,
+    ):
+        super().__init__()
+        if dim <= 0:
+            raise ValueError(f"model.dim must be a positive integer, got {dim}")
+        self.num_entities, self.num_relations, self.dim = num_entities, num_relations, dim
+        self.gamma = float(gamma)
+        self.embedding_range = float(init_range) if init_range is not None else (self.gamma + 2.0) / dim
+        if self.embedding_range <= 0:
+            raise ValueError(f"model.init_range must be positive, got {self.embedding_range}")
+        self.entity = nn.Embedding(num_entities, self.entity_factor * dim)
+        self.relation = nn.Embedding(num_relations, self.relation_factor * dim)
+        for table in (self.entity, self.relation):
+            nn.init.uniform_(table.weight, -self.embedding_range, self.embedding_range)
+
+    # -- the contract ---------------------------------------------------------------------------
+    @abstractmethod
+    def query(self, anchor: Tensor, relation: Tensor, side: Side) -> Tensor:
+        """Query vectors ``(..., width)`` from anchor-entity and relation embeddings."""
+
+    @abstractmethod
+    def compare_all(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        """Scores ``(B, N)`` of ``(B, width)`` queries against one shared ``(N, width)`` candidate set."""
+
+    @abstractmethod
+    def compare_each(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        """Scores ``(B, K)`` of ``(B, width)`` queries against per-query ``(B, K, width)`` candidates."""
+
+    # -- built on the contract ------------------------------------------------------------------
+    def embed_query(self, anchor_ids: Tensor, relation_ids: Tensor, side: Side) -> Tensor:
+        return self.query(self.entity(anchor_ids), self.relation(relation_ids), side)
+
+    def score_triples(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
+        """Scores ``(B,)`` of the triples ``(heads[i], relations[i], tails[i])``."""
+        queries = self.embed_query(heads, relations, TAIL)
+        return self.compare_each(queries, self.entity(tails).unsqueeze(1)).squeeze(1)
+
+    def score_candidates(
+        self, anchor_ids: Tensor, relation_ids: Tensor, side: Side, candidate_ids: Tensor | None = None
+    ) -> Tensor:
+        """Scores of queries against candidates given by id.
+
+        ``candidate_ids`` is ``None`` (all entities: ``(B, E)``), a 1-D tensor shared by every query
+        (an entity chunk: ``(B, N)``), or a ``(B, K)`` tensor of per-query candidates (``(B, K)``).
+        """
+        queries = self.embed_query(anchor_ids, relation_ids, side)
+        if candidate_ids is None:
+            return self.compare_all(queries, self.entity.weight)
+        if candidate_ids.dim() == 1:
+            return self.compare_all(queries, self.entity(candidate_ids))
+        return self.compare_each(queries, self.entity(candidate_ids))
+
+    def score_embeddings(
+        self, anchor_ids: Tensor, relation_ids: Tensor, side: Side, candidates: Tensor
+    ) -> Tensor:
+        """Scores ``(B, K)`` against per-query candidate *embeddings* ``(B, K, width)`` (e.g. mutated)."""
+        return self.compare_each(self.embed_query(anchor_ids, relation_ids, side), candidates)
+
+    def hyperparameters(self) -> dict[str, float | int | str]:
+        """What an export needs to rebuild the scoring function."""
+        return {"model": self.name, "dim": self.dim, "gamma": self.gamma}
+
+
+class BilinearModel(KGEModel):
+    """Score = <query, candidate>: all candidates with one matmul."""
+
+    def compare_all(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        return queries @ candidates.T
+
+    def compare_each(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        return torch.bmm(candidates, queries.unsqueeze(-1)).squeeze(-1)
+
+
+class DistanceModel(KGEModel):
+    """Score = gamma - distance(query, candidate), computed in chunks of candidates."""
+
+    chunk_elements = DEFAULT_CHUNK_ELEMENTS
+
+    @abstractmethod
+    def distance(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        """Distances over the last dim of broadcastable ``queries`` and ``candidates``."""
+
+    def compare_each(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        return self.gamma - self.distance(queries.unsqueeze(1), candidates)
+
+    def compare_all(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        width = queries.shape[-1]
+        chunk = max(1, self.chunk_elements // max(1, len(queries) * width))
+        out = queries.new_empty(len(queries), len(candidates))
+        for start in range(0, len(candidates), chunk):
+            block = candidates[start : start + chunk]
+            out[:, start : start + len(block)] = self.distance(queries.unsqueeze(1), block.unsqueeze(0))
+        return self.gamma - out

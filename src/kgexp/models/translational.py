@@ -1,0 +1,70 @@
+"""Distance scorers: TransE and RotatE."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from kgexp.models.base import DistanceModel
+from kgexp.sides import TAIL, Side
+
+
+class TransE(DistanceModel):
+    """score(h, r, t) = gamma - ||h + r - t||_p (Bordes et al. 2013)."""
+
+    name = "transe"
+
+    def __init__(
+        self,
+        num_entities: int,
+        num_relations: int,
+        dim: int,
+        gamma: float = 24.0,
+        init_range: float | None = None,
+        p_norm: int = 1,
+    ):
+        super().__init__(num_entities, num_relations, dim, gamma, init_range)
+        if p_norm not in (1, 2):
+            raise ValueError(f"model.p_norm must be 1 or 2, got {p_norm}")
+        self.p_norm = p_norm
+
+    def query(self, anchor: Tensor, relation: Tensor, side: Side) -> Tensor:
+        return anchor + relation if side == TAIL else anchor - relation
+
+    def distance(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(queries - candidates, ord=self.p_norm, dim=-1)
+
+    def compare_all(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        return self.gamma - torch.cdist(queries, candidates, p=self.p_norm)
+
+    def hyperparameters(self) -> dict[str, float | int | str]:
+        return {**super().hyperparameters(), "p_norm": self.p_norm}
+
+
+class RotatE(DistanceModel):
+    """score(h, r, t) = gamma - sum_k |h_k e^{i theta_k} - t_k| (Sun et al. 2019).
+
+    Entities are ``[re | im]``; a relation is stored as ``dim`` raw values, and its phase in radians is
+    ``raw * pi / embedding_range`` (the reference code's scaling, which spreads the initial phases over
+    ``[-pi, pi]``).
+    """
+
+    name = "rotate"
+    entity_factor = 2
+
+    def phases(self, relation: Tensor) -> Tensor:
+        return relation * (math.pi / self.embedding_range)
+
+    def query(self, anchor: Tensor, relation: Tensor, side: Side) -> Tensor:
+        a_re, a_im = anchor.chunk(2, dim=-1)
+        theta = self.phases(relation)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        if side != TAIL:  # head prediction: rotate t by -theta
+            sin = -sin
+        return torch.cat([a_re * cos - a_im * sin, a_re * sin + a_im * cos], dim=-1)
+
+    def distance(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        d_re, d_im = (queries - candidates).chunk(2, dim=-1)
+        return torch.linalg.vector_norm(torch.stack([d_re, d_im]), dim=0).sum(-1)

@@ -1,0 +1,101 @@
+"""The training run: fit, select the best validation checkpoint, test it, write the run's outputs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from kgexp.atomic import atomic_path, write_json
+from kgexp.build import build_datamodule, build_module
+from kgexp.checkpointing import AtomicCheckpointIO
+from kgexp.run_info import collect
+
+log = logging.getLogger(__name__)
+
+
+def configure_wandb_environment() -> None:
+    """W&B runs offline unless ``WANDB_MODE`` or ``WANDB_API_KEY`` says otherwise, and never prompts."""
+    if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")
+
+
+def instantiate_group(node: DictConfig | None) -> list:
+    """Instantiate every entry of a ``callbacks`` or ``logger`` group that has a ``_target_``."""
+    if not node:
+        return []
+    return [instantiate(entry) for entry in node.values() if entry is not None and "_target_" in entry]
+
+
+def write_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
+    with atomic_path(output_dir / "config.yaml") as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def finish_loggers(loggers: list) -> None:
+    for logger in loggers:
+        if isinstance(logger, pl.loggers.WandbLogger):
+            logger.experiment.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one experiment in ``cfg.output_dir`` and return its final metrics."""
+    started = time.perf_counter()
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    graph = datamodule.graph
+    module = build_module(cfg, graph.num_entities, graph.num_relations)
+
+    configure_wandb_environment()
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = pl.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(output_dir),
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no validation checkpoint was saved: evaluating the final weights")
+        ckpt_path = best or None
+        metrics: dict[str, float] = {}
+        for stage in (trainer.validate, trainer.test):
+            for result in stage(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
+                metrics.update({k: float(v) for k, v in result.items()})
+        if trainer.is_global_zero:
+            write_json(output_dir / "metrics.json", metrics)
+            info = collect(
+                seed=cfg.seed,
+                device=str(module.device),
+                wall_time_s=time.perf_counter() - started,
+                best_checkpoint=best or None,
+                global_step=trainer.global_step,
+                dataset=graph.summary(),
+            )
+            write_json(output_dir / "run_info.json", info)
+            log.info("test metrics: %s", format_metrics(metrics, "test/"))
+    finally:
+        finish_loggers(loggers)
+    return metrics
+
+
+def format_metrics(metrics: dict[str, float], prefix: str) -> str:
+    keys = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
+    return "  ".join(f"{prefix}{k}={metrics[prefix + k]:.4f}" for k in keys if prefix + k in metrics)

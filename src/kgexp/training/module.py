@@ -1,0 +1,134 @@
+"""The LightningModule: composes scorer, negative sampling, loss and regulariser; filtered evaluation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from kgexp.evaluation.metrics import RankMetrics
+from kgexp.evaluation.ranking import rank_queries
+from kgexp.models.base import KGEModel
+from kgexp.sides import BOTH_SIDES, split_query
+from kgexp.training.losses import Loss
+from kgexp.training.negatives import NegativeSampling
+from kgexp.training.optim import OptimizerSwitch, build_optimizer
+from kgexp.training.regularizers import NormRegularizer
+
+log = logging.getLogger(__name__)
+
+
+class LinkPredictionModule(pl.LightningModule):
+    """Trains a :class:`KGEModel` on negatives and evaluates filtered ranks on both sides.
+
+    The filter indices come from the datamodule (``trainer.datamodule``); the vocabularies are stored in
+    checkpoints so that a checkpoint is enough to export or query a model.
+    """
+
+    def __init__(
+        self,
+        model: KGEModel,
+        negatives: NegativeSampling,
+        loss: Loss,
+        regularizer: NormRegularizer | None,
+        optimizer: dict[str, Any],
+        switch: OptimizerSwitch | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.model, self.negatives, self.loss, self.regularizer = model, negatives, loss, regularizer
+        self.optimizer_config, self.switch, self.seed = optimizer, switch, seed
+        self.val_metrics, self.test_metrics = RankMetrics(), RankMetrics()
+        self.generator: torch.Generator | None = None
+        self.vocabulary: dict[str, list[str]] | None = None
+
+    # -- setup ----------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        datamodule.setup(stage)
+        graph = datamodule.graph
+        self.vocabulary = {"entities": graph.entities, "relations": graph.relations}
+        self.filter_index = datamodule.filter_index.to(self.device)
+        self.train_index = datamodule.train_index.to(self.device)
+        if stage == "fit":
+            self.negatives.fit(graph.train, graph.num_relations)
+
+    def on_fit_start(self) -> None:
+        self.filter_index.to(self.device)
+        self.train_index.to(self.device)
+        rank = self.trainer.global_rank
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + rank)
+
+    def on_validation_start(self) -> None:
+        self.filter_index.to(self.device)
+
+    on_test_start = on_validation_start
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        triples, weights = batch
+        corruptions = self.negatives.corrupt(
+            triples, self.global_step, self.model.num_entities, self.train_index, self.generator
+        )
+        total = triples.new_zeros((), dtype=torch.float32)
+        for corruption in corruptions:
+            anchors, relations, targets = split_query(triples[corruption.rows], corruption.side)
+            candidates = torch.cat([targets.unsqueeze(1), corruption.negatives], dim=1)
+            scores = self.model.score_candidates(anchors, relations, corruption.side, candidates)
+            part = self.loss(scores[:, 0], scores[:, 1:], weights[corruption.rows])
+            total = total + part * len(corruption.rows)
+        loss = total / sum(len(c.rows) for c in corruptions)
+        if self.regularizer is not None:
+            penalty = self.regularizer(self.model, triples)
+            self.log("train/regularization", penalty, on_step=True, on_epoch=False)
+            loss = loss + penalty
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.switch is not None:
+            self.switch.maybe_switch(self)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.parameters(), **self.optimizer_config)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _evaluate(self, triples: Tensor, metrics: RankMetrics) -> None:
+        for side in BOTH_SIDES:
+            metrics.update(rank_queries(self.model, triples, side, self.filter_index), side)
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def _log_metrics(self, prefix: str, metrics: RankMetrics) -> dict[str, Tensor]:
+        values = {f"{prefix}/{k}": v for k, v in metrics.compute().items()}
+        self.log_dict(values)
+        metrics.reset()
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_metrics("val", self.val_metrics)
+        if not self.trainer.sanity_checking:
+            summary = "  ".join(f"{k}={values[k]:.4f}" for k in ("val/mrr", "val/hits@1", "val/hits@10"))
+            log.info("step %d: %s", self.global_step, summary)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["kgexp"] = {"vocabulary": self.vocabulary}
+        if self.switch is not None:
+            checkpoint["kgexp"]["switched"] = self.switch.switched
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("kgexp", {})
+        self.vocabulary = state.get("vocabulary")
+        if self.switch is not None:
+            self.switch.switched = state.get("switched", False)

@@ -1,0 +1,110 @@
+"""Negative sampling: which side of each positive is corrupted, and which entity ids replace it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from kgexp.data.filter_index import FilterIndex
+from kgexp.sides import HEAD, TAIL, Side, split_query
+
+SIDE_MODES = ("alternate", "both", "bernoulli")
+
+
+@dataclass
+class Corruption:
+    """The positives ``triples[rows]`` corrupted on ``side`` by ``negatives`` ``(len(rows), K)``."""
+
+    side: Side
+    rows: Tensor
+    negatives: Tensor
+
+
+class UniformSampler:
+    """K entity ids per positive, uniform with replacement; optionally filtered against known answers.
+
+    Filtering redraws the ids that form a known training triple, ``max_redraws`` times at most; a query
+    whose answers cover almost every entity may keep a few known ids after that.
+    """
+
+    def __init__(self, num_negatives: int, filtered: bool = False, max_redraws: int = 10):
+        if num_negatives <= 0:
+            raise ValueError(f"sampler.num_negatives must be a positive integer, got {num_negatives}")
+        self.num_negatives, self.filtered, self.max_redraws = num_negatives, filtered, max_redraws
+
+    def sample(
+        self,
+        anchors: Tensor,
+        relations: Tensor,
+        side: Side,
+        num_entities: int,
+        known: FilterIndex | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        shape = (len(anchors), self.num_negatives)
+        ids = torch.randint(num_entities, shape, generator=generator, device=anchors.device)
+        if self.filtered and known is not None:
+            for _ in range(self.max_redraws):
+                bad = known[side].contains(anchors, relations, ids)
+                count = int(bad.sum())
+                if count == 0:
+                    break
+                ids[bad] = torch.randint(num_entities, (count,), generator=generator, device=ids.device)
+        return ids
+
+
+def bernoulli_head_probability(train: Tensor, num_relations: int) -> Tensor:
+    """P(corrupt the head) per relation = tph / (tph + hpt) (Wang et al. 2014), from training triples."""
+    h, r, t = train.unbind(1)
+    pairs_hr = torch.unique(torch.stack([r, h], 1), dim=0)
+    pairs_rt = torch.unique(torch.stack([r, t], 1), dim=0)
+    triples_per_relation = torch.bincount(r, minlength=num_relations).double()
+    tph = triples_per_relation / torch.bincount(pairs_hr[:, 0], minlength=num_relations).clamp_min(1)
+    hpt = triples_per_relation / torch.bincount(pairs_rt[:, 0], minlength=num_relations).clamp_min(1)
+    return (tph / (tph + hpt).clamp_min(1e-12)).float()
+
+
+class NegativeSampling:
+    """Plans the corrupted sides of a batch and draws the negatives for each side.
+
+    ``side_mode``: ``alternate`` (tail, head, tail, ... per batch, as the RotatE and EMU code),
+    ``both`` (every positive corrupted on both sides), or ``bernoulli`` (one side per positive, drawn
+    with the per-relation probability of :func:`bernoulli_head_probability`).
+    """
+
+    def __init__(self, sampler: UniformSampler, side_mode: str = "alternate"):
+        if side_mode not in SIDE_MODES:
+            raise ValueError(f"sampler.sides must be one of {', '.join(SIDE_MODES)}, got {side_mode!r}")
+        self.sampler, self.side_mode = sampler, side_mode
+        self.head_probability: Tensor | None = None
+
+    def fit(self, train: Tensor, num_relations: int) -> None:
+        if self.side_mode == "bernoulli":
+            self.head_probability = bernoulli_head_probability(train, num_relations)
+
+    def plan(self, triples: Tensor, step: int, generator: torch.Generator) -> list[tuple[Side, Tensor]]:
+        rows = torch.arange(len(triples), device=triples.device)
+        if self.side_mode == "alternate":
+            return [(TAIL if step % 2 == 0 else HEAD, rows)]
+        if self.side_mode == "both":
+            return [(TAIL, rows), (HEAD, rows)]
+        probability = self.head_probability.to(triples.device)[triples[:, 1]]
+        heads = torch.rand(len(triples), generator=generator, device=triples.device) < probability
+        return [(side, rows[mask]) for side, mask in ((TAIL, ~heads), (HEAD, heads)) if mask.any()]
+
+    def corrupt(
+        self,
+        triples: Tensor,
+        step: int,
+        num_entities: int,
+        known: FilterIndex | None,
+        generator: torch.Generator,
+    ) -> list[Corruption]:
+        corruptions = []
+        for side, rows in self.plan(triples, step, generator):
+            anchors, relations, _ = split_query(triples[rows], side)
+            negatives = self.sampler.sample(anchors, relations, side, num_entities, known, generator)
+            corruptions.append(Corruption(side, rows, negatives))
+        return corruptions

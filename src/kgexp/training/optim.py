@@ -1,0 +1,65 @@
+"""Optimisers by name, and the reference recipe's mid-run switch to a fresh Adam at a lower rate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import pytorch_lightning as pl
+import torch
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adagrad": torch.optim.Adagrad,
+    "sgd": torch.optim.SGD,
+}
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], name: str, lr: float, **kwargs
+) -> torch.optim.Optimizer:
+    """``OPTIMIZERS[name](params, lr=lr, **kwargs)``, with errors that name the config key."""
+    if name not in OPTIMIZERS:
+        raise ValueError(
+            f"optimizer.name: unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}"
+        )
+    if not lr > 0:
+        raise ValueError(f"optimizer.lr must be positive, got {lr}")
+    try:
+        return OPTIMIZERS[name]([p for p in params if p.requires_grad], lr=lr, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"optimizer: invalid option for {name}: {error}") from None
+
+
+class OptimizerSwitch:
+    """At ``fraction`` of the run's steps, replace the optimiser by a fresh ``optimizer`` at ``lr * factor``.
+
+    This is the RotatE/EMU reference schedule: Adagrad (EMU) or Adam (RotatE) first, then a new Adam
+    at a tenth of the rate at half of ``max_steps``; the old optimiser's state is dropped.
+    """
+
+    def __init__(self, fraction: float = 0.5, lr_factor: float = 0.1, optimizer: str = "adam"):
+        if not 0 < fraction < 1:
+            raise ValueError(f"schedule.fraction must be in (0, 1), got {fraction}")
+        if not lr_factor > 0:
+            raise ValueError(f"schedule.lr_factor must be positive, got {lr_factor}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"schedule.optimizer: unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
+            )
+        self.fraction, self.lr_factor, self.optimizer = fraction, lr_factor, optimizer
+        self.switched = False
+
+    def switch_step(self, trainer: pl.Trainer) -> int:
+        return int(self.fraction * trainer.estimated_stepping_batches)
+
+    def maybe_switch(self, module: pl.LightningModule) -> None:
+        trainer = module.trainer
+        if self.switched or trainer.global_step < self.switch_step(trainer):
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"] * self.lr_factor
+        trainer.strategy.optimizers = [build_optimizer(module.parameters(), self.optimizer, lr)]
+        self.switched = True
+        log.info("step %d: switched to a fresh %s at lr=%g", trainer.global_step, self.optimizer, lr)

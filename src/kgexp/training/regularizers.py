@@ -1,0 +1,46 @@
+"""Norm regularisers: L2 / L3 on the batch or the whole tables, N3 (Lacroix et al. 2018)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kgexp.models.base import KGEModel
+
+SCOPES = ("batch", "table")
+
+
+class NormRegularizer:
+    """``weight * sum |x|^p`` over the embeddings of a batch (averaged over positives) or whole tables.
+
+    With ``complex_modulus``, the ``[re | im]`` halves of complex embeddings are combined to the modulus
+    first, so ``p = 3`` gives the N3 regulariser of Lacroix et al. (2018).
+    """
+
+    def __init__(self, weight: float, p: int, scope: str = "batch", complex_modulus: bool = False):
+        if weight < 0:
+            raise ValueError(f"regularizer.weight must be >= 0, got {weight}")
+        if scope not in SCOPES:
+            raise ValueError(f"regularizer.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        self.weight, self.p, self.scope, self.complex_modulus = weight, p, scope, complex_modulus
+
+    def _norm(self, x: Tensor, factor: int) -> Tensor:
+        if self.complex_modulus and factor == 2:
+            re, im = x.chunk(2, dim=-1)
+            x = torch.sqrt(re**2 + im**2 + 1e-30)
+        return x.abs().pow(self.p).sum()
+
+    def __call__(self, model: KGEModel, triples: Tensor) -> Tensor:
+        if self.scope == "table":
+            terms = [
+                (model.entity.weight, model.entity_factor),
+                (model.relation.weight, model.relation_factor),
+            ]
+            return self.weight * sum(self._norm(x, f) for x, f in terms)
+        h, r, t = triples.unbind(1)
+        terms = [
+            (model.entity(h), model.entity_factor),
+            (model.relation(r), model.relation_factor),
+            (model.entity(t), model.entity_factor),
+        ]
+        return self.weight * sum(self._norm(x, f) for x, f in terms) / len(triples)

@@ -1,0 +1,35 @@
+"""Shared test setup: a private dataset cache, offline W&B, and access to the dataset mirror."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KGEXP_CACHE_DIR", tempfile.mkdtemp(prefix="kgexp-test-cache-"))
+os.environ["WANDB_MODE"] = "offline"
+os.environ.pop("WANDB_API_KEY", None)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mirror_dataset(name: str) -> Path:
+    """A real dataset from the offline mirror ``$KGEXP_DATA_DIR`` (``make test`` and CI set it)."""
+    root = os.environ.get("KGEXP_DATA_DIR")
+    if not root or not (Path(root) / name / "train.txt").is_file():
+        pytest.fail(f"dataset {name!r} not found: set KGEXP_DATA_DIR to a folder holding {name}/train.txt")
+    return Path(root) / name
+
+
+def run_kgexp(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m kgexp ARGS`` in a subprocess, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "kgexp", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kgexp {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result

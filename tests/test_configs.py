@@ -1,0 +1,115 @@
+"""Every option of every config group composes and builds; bad options fail early, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from kgexp.build import build_datamodule, build_module
+from kgexp.cli import config_dir
+from kgexp.data.registry import DATASETS
+
+CONF = Path(config_dir())
+GROUPS = (
+    "dataset",
+    "model",
+    "sampler",
+    "loss",
+    "regularizer",
+    "optimizer",
+    "schedule",
+    "trainer",
+    "callbacks",
+    "logger",
+)
+
+
+def options(group: str) -> list[str]:
+    return sorted(str(p.relative_to(CONF / group).with_suffix("")) for p in (CONF / group).rglob("*.yaml"))
+
+
+def compose_config(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def resolved(cfg):
+    """The config without the keys that interpolate Hydra's runtime output folder."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("output_dir", "callbacks", "logger")])
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes_and_builds(group, option):
+    overrides = [f"{group}={option}"]
+    if option == "custom":
+        overrides.append("dataset.path=/some/folder")
+    cfg = compose_config(*overrides)
+    assert cfg[group] is not None
+    module = build_module(resolved(cfg), num_entities=12, num_relations=3)
+    assert module.model.num_entities == 12
+    if group == "dataset":
+        assert cfg.dataset.name in DATASETS or cfg.dataset.name == "custom"
+        assert build_datamodule(cfg).name == cfg.dataset.name
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_builds(experiment):
+    cfg = compose_config(f"experiment={experiment}")
+    module = build_module(resolved(cfg), num_entities=12, num_relations=3)
+    assert module.model.name == cfg.model.name
+
+
+def test_dataset_registry_matches_config_group():
+    assert set(options("dataset")) == set(DATASETS) | {"custom"}
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.dim=0", "model.dim"),
+        ("model.dim=-3", "model.dim"),
+        ("sampler.num_negatives=0", "sampler.num_negatives"),
+        ("optimizer.lr=-0.1", "optimizer.lr"),
+        ("loss=margin loss.margin=-1", "loss.margin"),
+        ("regularizer=n3 regularizer.weight=-1", "regularizer.weight"),
+        ("sampler.sides=sideways", "sampler.sides"),
+        ("schedule.fraction=1.5", "schedule.fraction"),
+        ("optimizer.name=lbfgs", "optimizer.name"),
+    ],
+)
+def test_nonsense_hyperparameters_name_the_key(override, key):
+    cfg = compose_config(*override.split())
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        build_module(resolved(cfg), num_entities=12, num_relations=3)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("data.batch_size=0", "data.batch_size"), ("data.eval_batch_size=-1", "data.eval_batch_size")],
+)
+def test_nonsense_data_options_name_the_key(override, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        build_datamodule(compose_config(override))
+
+
+def test_option_a_class_does_not_take_is_named():
+    cfg = compose_config("+model.depth=3")
+    with pytest.raises(ValueError, match=r"model\.depth: unknown option for TransE; valid options: dim"):
+        build_module(resolved(cfg), num_entities=12, num_relations=3)
+
+
+def test_trainer_group_maps_onto_lightning_trainer_arguments():
+    import inspect
+
+    import pytorch_lightning as pl
+
+    accepted = set(inspect.signature(pl.Trainer).parameters)
+    for option in options("trainer"):
+        cfg = compose_config(f"trainer={option}", "trainer.max_steps=7")
+        assert set(cfg.trainer) <= accepted
+        assert cfg.trainer.max_steps == 7

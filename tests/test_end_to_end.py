@@ -1,0 +1,216 @@
+"""End to end on a small real dataset (UMLS): train, test, export, re-rank independently, evaluate."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import mirror_dataset, run_kgexp
+
+MODELS = ("transe", "distmult", "complex", "rotate")
+NUM_UMLS_ENTITIES = 135
+FAST = (
+    "dataset=umls",
+    "optimizer=adam",
+    "optimizer.lr=0.02",
+    "schedule=none",
+    "model.dim=32",
+    "sampler.num_negatives=64",
+    "data.batch_size=512",
+    "trainer.max_steps=120",
+    "trainer.val_check_interval=40",
+)
+REQUIRED_KEYS = {
+    "val/mrr",
+    "test/mrr",
+    "test/mr",
+    "test/hits@1",
+    "test/hits@3",
+    "test/hits@10",
+    "test/head/mrr",
+    "test/tail/mrr",
+    "test/optimistic/mrr",
+    "test/pessimistic/mrr",
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """One short training run per model, each in its own output folder."""
+    mirror_dataset("umls")
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for model in MODELS:
+        run_dir = root / model
+        run_kgexp(*FAST, f"model={model}", f"hydra.run.dir={run_dir}", cwd=root)
+        out[model] = run_dir
+    return out
+
+
+def metrics_of(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_run_writes_its_outputs(runs, model):
+    run_dir = runs[model]
+    metrics = metrics_of(run_dir)
+    assert set(metrics) >= REQUIRED_KEYS
+    # Realistic lies between optimistic and pessimistic; both sides average to the overall MRR.
+    assert metrics["test/optimistic/mrr"] >= metrics["test/mrr"] >= metrics["test/pessimistic/mrr"]
+    assert metrics["test/mrr"] == pytest.approx((metrics["test/head/mrr"] + metrics["test/tail/mrr"]) / 2)
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert {"version", "git_commit", "command", "seed", "device", "wall_time_s"} <= set(info)
+    assert f"model={model}" in info["command"]
+    config = (run_dir / "config.yaml").read_text()
+    assert f"name: {model}" in config and "${" not in config  # resolved
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "csv" / "metrics.csv").read_text().count("train/loss") == 1
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_trained_model_is_far_above_random(runs, model):
+    random_mrr = sum(1 / k for k in range(1, NUM_UMLS_ENTITIES + 1)) / NUM_UMLS_ENTITIES
+    assert metrics_of(runs[model])["test/mrr"] > 5 * random_mrr
+
+
+# -- independent re-ranking of exported embeddings ---------------------------------------------------
+def read_labels(path: Path) -> dict[str, int]:
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
+    return {label: int(i) for i, label in rows}
+
+
+def read_ids(path: Path, entities: dict[str, int], relations: dict[str, int]) -> list[tuple[int, int, int]]:
+    triples = []
+    for line in path.read_text().splitlines():
+        h, r, t = line.strip("\r").split("\t")
+        triples.append((entities[h], relations[r], entities[t]))
+    return triples
+
+
+def textbook_scores(model: dict, h: np.ndarray, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """score(h, r, t) row by row (broadcasting), from the models' textbook definitions."""
+    name, gamma, d = model["model"], model["gamma"], model["dim"]
+    if name == "transe":
+        return gamma - np.linalg.norm(h + r - t, ord=model["p_norm"], axis=-1)
+    if name == "distmult":
+        return (h * r * t).sum(-1)
+    hc, tc = h[..., :d] + 1j * h[..., d:], t[..., :d] + 1j * t[..., d:]
+    if name == "complex":
+        return np.real((hc * (r[..., :d] + 1j * r[..., d:]) * np.conj(tc)).sum(-1))
+    return gamma - np.abs(hc * np.exp(1j * r) - tc).sum(-1)  # rotate: relations exported as phases
+
+
+def independent_test_mrr(export_dir: Path, data_dir: Path) -> float:
+    model = json.loads((export_dir / "model.json").read_text())
+    ent = np.load(export_dir / "entities.npy").astype(np.float64)
+    rel = np.load(export_dir / "relations.npy").astype(np.float64)
+    entities, relations = read_labels(export_dir / "entities.tsv"), read_labels(export_dir / "relations.tsv")
+    splits = {s: read_ids(data_dir / f"{s}.txt", entities, relations) for s in ("train", "valid", "test")}
+    known = {t for triples in splits.values() for t in triples}
+    reciprocal = []
+    for h, r, t in splits["test"]:
+        # Tail prediction, then head prediction by scoring (e, r, t) for every e.
+        tail_scores = textbook_scores(model, ent[h][None], rel[r][None], ent)
+        head_scores = textbook_scores(model, ent, rel[r][None], ent[t][None])
+        for scores, target, is_known in (
+            (tail_scores, t, lambda e, h=h, r=r: (h, r, e) in known),
+            (head_scores, h, lambda e, r=r, t=t: (e, r, t) in known),
+        ):
+            others = [e for e in range(len(ent)) if e != target and not is_known(e)]
+            better = sum(scores[e] > scores[target] for e in others)
+            tied = sum(scores[e] == scores[target] for e in others)
+            reciprocal.append(1 / (1 + better + tied / 2))
+    return float(np.mean(reciprocal))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_export_round_trip_reproduces_test_mrr(runs, model, tmp_path):
+    run_dir = runs[model]
+    export_dir = tmp_path / "export"
+    run_kgexp("export", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"out={export_dir}", cwd=tmp_path)
+    description = json.loads((export_dir / "model.json").read_text())
+    assert description["model"] == model
+    entities = np.load(export_dir / "entities.npy")
+    assert entities.dtype == np.float32
+    assert entities.shape == (NUM_UMLS_ENTITIES, 2 * 32 if model in ("complex", "rotate") else 32)
+    if model == "rotate":
+        assert np.abs(np.load(export_dir / "relations.npy")).max() <= 4 * np.pi
+    mrr = independent_test_mrr(export_dir, mirror_dataset("umls"))
+    assert mrr == pytest.approx(metrics_of(run_dir)["test/mrr"], abs=1e-6)
+
+
+def test_evaluate_reproduces_the_run_metrics(runs, tmp_path):
+    run_dir = runs["complex"]
+    out = tmp_path / "evaluation"
+    run_kgexp(
+        "evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={out}", cwd=tmp_path
+    )
+    evaluated, trained = metrics_of(out), metrics_of(run_dir)
+    assert set(evaluated) == set(trained)
+    for key, value in trained.items():
+        assert evaluated[key] == pytest.approx(value, abs=1e-9), key
+
+
+# -- W&B offline run ----------------------------------------------------------------------------------
+def wandb_records(path: Path) -> list[bytes]:
+    """Records of a W&B transaction log (LevelDB log format: 32 KiB blocks of framed chunks)."""
+    raw, block, records, pending, pos = path.read_bytes(), 32768, [], b"", 7  # 7-byte file header
+    while pos + 7 <= len(raw):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        pos += 7
+        if kind == 0 and length == 0:
+            pos += left - 7
+            continue
+        pending += raw[pos : pos + length]
+        pos += length
+        if kind in (1, 4):  # FULL or LAST chunk
+            records.append(pending)
+            pending = b""
+    return records
+
+
+def test_offline_wandb_run_holds_the_final_test_mrr(runs):
+    from wandb.proto import wandb_internal_pb2
+
+    run_dir = runs["distmult"]
+    (log_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    summary = {}
+    for data in wandb_records(log_file):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "summary":
+            summary.update(
+                {u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in record.summary.update}
+            )
+    assert summary["test/mrr"] == pytest.approx(metrics_of(run_dir)["test/mrr"], abs=1e-12)
+
+
+# -- bad input at the command line ---------------------------------------------------------------------
+def test_unknown_model_lists_the_valid_choices(tmp_path):
+    result = run_kgexp("model=transr", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "model/transr" in result.stderr
+    for name in MODELS:
+        assert name in result.stderr
+
+
+def test_unknown_dataset_lists_the_valid_choices(tmp_path):
+    result = run_kgexp("dataset=fb15k", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "fb15k237" in result.stderr and "codex-s" in result.stderr
+
+
+def test_nonsense_dim_fails_before_training_naming_the_key(tmp_path):
+    mirror_dataset("umls")
+    result = run_kgexp("dataset=umls", "model.dim=0", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "model.dim must be a positive integer" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
