@@ -214,3 +214,23 @@ def test_nonsense_dim_fails_before_training_naming_the_key(tmp_path):
     assert result.returncode != 0
     assert "model.dim must be a positive integer" in result.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_multirun_writes_one_folder_per_job(tmp_path):
+    mirror_dataset("nations")
+    sweep = tmp_path / "sweep"
+    run_kgexp(
+        "-m",
+        "dataset=nations",
+        "model=distmult,complex",
+        "logger=csv",
+        "trainer.max_steps=10",
+        "trainer.val_check_interval=5",
+        "data.batch_size=256",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert (sweep / "multirun.yaml").is_file()
+    for job, model in enumerate(("distmult", "complex")):
+        assert "test/mrr" in metrics_of(sweep / str(job))
+        assert f"name: {model}" in (sweep / str(job) / "config.yaml").read_text()

@@ -70,6 +70,9 @@ def download(remote: RemoteFile, destination: Path, timeout: float = 60.0) -> Pa
             with atomic_path(destination) as tmp:
                 with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                     shutil.copyfileobj(response, out, 1 << 20)
+                    expected = response.headers.get("Content-Length")
+                if expected is not None and tmp.stat().st_size != int(expected):
+                    raise OSError(f"connection closed after {tmp.stat().st_size} of {expected} bytes")
                 verify(tmp, remote.checksum)
         except ChecksumError as error:
             raise ChecksumError(f"download from {url} failed verification: {error}") from None

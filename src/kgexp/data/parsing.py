@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 
@@ -11,9 +12,9 @@ class TripleFormatError(ValueError):
 
 def read_triples(path: Path) -> list[tuple[str, str, str]]:
     """Label triples of a file: UTF-8 (a BOM is allowed), LF or CRLF line endings, blank lines skipped."""
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise TripleFormatError(f"{path}:{line}: not valid UTF-8 ({error.reason})") from None

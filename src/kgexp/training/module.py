@@ -47,25 +47,28 @@ class LinkPredictionModule(pl.LightningModule):
 
     # -- setup ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        datamodule.setup(stage)
+        datamodule = self.trainer.datamodule  # Lightning has already run its setup(stage)
         graph = datamodule.graph
         self.vocabulary = {"entities": graph.entities, "relations": graph.relations}
-        self.filter_index = datamodule.filter_index.to(self.device)
-        self.train_index = datamodule.train_index.to(self.device)
+        self.filter_index, self.train_index = datamodule.filter_index, datamodule.train_index
         if stage == "fit":
             self.negatives.fit(graph.train, graph.num_relations)
 
-    def on_fit_start(self) -> None:
+    def _move_indices(self) -> None:
+        """Lightning moves the module to its device after ``setup``: follow it with the filter indices."""
         self.filter_index.to(self.device)
         self.train_index.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._move_indices()
         rank = self.trainer.global_rank
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + rank)
 
     def on_validation_start(self) -> None:
-        self.filter_index.to(self.device)
+        self._move_indices()
 
-    on_test_start = on_validation_start
+    def on_test_start(self) -> None:
+        self._move_indices()
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
