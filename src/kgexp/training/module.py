@@ -96,6 +96,8 @@ class LinkPredictionModule(pl.LightningModule):
             self.switch.maybe_switch(self)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.switch is not None and self.switch.switched:  # resuming after the switch
+            return self.switch.replacement(self.parameters(), self.optimizer_config["lr"])
         return build_optimizer(self.parameters(), **self.optimizer_config)
 
     # -- evaluation -----------------------------------------------------------------------------

@@ -55,11 +55,20 @@ class OptimizerSwitch:
     def switch_step(self, trainer: pl.Trainer) -> int:
         return int(self.fraction * trainer.estimated_stepping_batches)
 
+    def replacement(self, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """The fresh optimiser that follows one running at ``lr``."""
+        return build_optimizer(params, self.optimizer, lr * self.lr_factor)
+
     def maybe_switch(self, module: pl.LightningModule) -> None:
         trainer = module.trainer
         if self.switched or trainer.global_step < self.switch_step(trainer):
             return
-        lr = trainer.optimizers[0].param_groups[0]["lr"] * self.lr_factor
-        trainer.strategy.optimizers = [build_optimizer(module.parameters(), self.optimizer, lr)]
+        optimizer = self.replacement(module.parameters(), trainer.optimizers[0].param_groups[0]["lr"])
+        trainer.strategy.optimizers = [optimizer]
         self.switched = True
-        log.info("step %d: switched to a fresh %s at lr=%g", trainer.global_step, self.optimizer, lr)
+        log.info(
+            "step %d: switched to a fresh %s at lr=%g",
+            trainer.global_step,
+            self.optimizer,
+            optimizer.param_groups[0]["lr"],
+        )

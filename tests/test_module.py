@@ -1,0 +1,124 @@
+"""The LightningModule in process: the reference optimiser switch, seeding, and checkpoint contents."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from kgexp.data.datamodule import KGDataModule
+from kgexp.models import DistMult
+from kgexp.training.losses import SoftmaxCrossEntropy
+from kgexp.training.module import LinkPredictionModule
+from kgexp.training.negatives import NegativeSampling, UniformSampler
+from kgexp.training.optim import OptimizerSwitch
+
+
+@pytest.fixture
+def toy_dataset(tmp_path):
+    rng = random.Random(0)
+    lines = {f"e{rng.randrange(20)}\tr{rng.randrange(3)}\te{rng.randrange(20)}" for _ in range(200)}
+    lines = sorted(lines)
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    for split, part in (("train", lines[:-20]), ("valid", lines[-20:-10]), ("test", lines[-10:])):
+        (folder / f"{split}.txt").write_text("\n".join(part) + "\n")
+    return folder
+
+
+def make_module(switch: OptimizerSwitch | None, seed: int = 0) -> LinkPredictionModule:
+    model = DistMult(20, 3, dim=8)
+    negatives = NegativeSampling(UniformSampler(num_negatives=5))
+    optimizer = {"name": "adagrad", "lr": 0.2}
+    return LinkPredictionModule(
+        model, negatives, SoftmaxCrossEntropy(), None, optimizer, switch=switch, seed=seed
+    )
+
+
+def fit(module, folder, tmp_path, max_steps=10) -> pl.Trainer:
+    datamodule = KGDataModule("toy", path=str(folder), batch_size=16, cache_dir=str(tmp_path / "cache"))
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return trainer
+
+
+def test_switch_replaces_adagrad_by_a_fresh_adam_at_a_tenth_of_the_rate(toy_dataset, tmp_path):
+    seen = []
+
+    class Spy(OptimizerSwitch):
+        def maybe_switch(self, module):
+            super().maybe_switch(module)
+            optimizer = module.trainer.optimizers[0]
+            seen.append(
+                (module.trainer.global_step, type(optimizer).__name__, optimizer.param_groups[0]["lr"])
+            )
+
+    trainer = fit(make_module(Spy(fraction=0.5, lr_factor=0.1)), toy_dataset, tmp_path, max_steps=10)
+    assert trainer.global_step == 10
+    assert [s for s, name, _ in seen if name == "Adagrad"] == [0, 1, 2, 3, 4]
+    assert [s for s, name, _ in seen if name == "Adam"] == [5, 6, 7, 8, 9]
+    assert [lr for _, name, lr in seen if name == "Adam"] == pytest.approx([0.02] * 5)
+    # One fresh optimiser, never re-created: the Adam state keeps accumulating steps.
+    adam = trainer.optimizers[0]
+    assert all(state["step"] == 5 for state in adam.state.values())
+
+
+def test_same_seed_same_weights_different_seed_different(toy_dataset, tmp_path):
+    def trained(seed):
+        pl.seed_everything(seed)
+        module = make_module(None, seed=seed)
+        fit(module, toy_dataset, tmp_path / f"s{seed}-{random.random()}", max_steps=6)
+        return module.model.entity.weight.detach().clone()
+
+    first, again, other = trained(3), trained(3), trained(4)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_checkpoint_carries_vocabulary_and_switch_state(toy_dataset, tmp_path):
+    module = make_module(OptimizerSwitch(fraction=0.5))
+    trainer = fit(module, toy_dataset, tmp_path, max_steps=4)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint["kgexp"]["switched"] is True
+    assert (
+        checkpoint["kgexp"]["vocabulary"]["entities"]
+        == sorted(module.vocabulary["entities"])
+        == trainer.datamodule.graph.entities
+    )
+
+
+def test_resuming_after_the_switch_restores_the_adam_state(toy_dataset, tmp_path):
+    module = make_module(OptimizerSwitch(fraction=0.5))
+    trainer = fit(module, toy_dataset, tmp_path, max_steps=6)
+    path = tmp_path / "after-switch.ckpt"
+    trainer.save_checkpoint(path)
+
+    resumed = make_module(OptimizerSwitch(fraction=0.5))
+    datamodule = KGDataModule("toy", path=str(toy_dataset), batch_size=16, cache_dir=str(tmp_path / "cache"))
+    trainer = pl.Trainer(
+        max_steps=8,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(resumed, datamodule=datamodule, ckpt_path=path)
+    optimizer = trainer.optimizers[0]
+    assert type(optimizer).__name__ == "Adam"
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
+    assert all(state["step"] == 5 for state in optimizer.state.values())  # 3 steps before, 2 after resuming
