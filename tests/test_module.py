@@ -37,7 +37,7 @@ def make_module(switch: OptimizerSwitch | None, seed: int = 0) -> LinkPrediction
     )
 
 
-def fit(module, folder, tmp_path, max_steps=10) -> pl.Trainer:
+def fit(module, folder, tmp_path, max_steps=10, ckpt_path=None) -> pl.Trainer:
     datamodule = KGDataModule("toy", path=str(folder), batch_size=16, cache_dir=str(tmp_path / "cache"))
     trainer = pl.Trainer(
         max_steps=max_steps,
@@ -49,7 +49,7 @@ def fit(module, folder, tmp_path, max_steps=10) -> pl.Trainer:
         limit_val_batches=0,
         default_root_dir=str(tmp_path),
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -107,17 +107,7 @@ def test_resuming_after_the_switch_restores_the_adam_state(toy_dataset, tmp_path
     trainer.save_checkpoint(path)
 
     resumed = make_module(OptimizerSwitch(fraction=0.5))
-    datamodule = KGDataModule("toy", path=str(toy_dataset), batch_size=16, cache_dir=str(tmp_path / "cache"))
-    trainer = pl.Trainer(
-        max_steps=8,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(resumed, datamodule=datamodule, ckpt_path=path)
+    trainer = fit(resumed, toy_dataset, tmp_path, max_steps=8, ckpt_path=path)
     optimizer = trainer.optimizers[0]
     assert type(optimizer).__name__ == "Adam"
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02)

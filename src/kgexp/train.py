@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -47,6 +48,8 @@ def finish_loggers(loggers: list) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment in ``cfg.output_dir`` and return its final metrics."""
+    # Batches are slices of in-memory tensors: worker processes would only add overhead.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
     started = time.perf_counter()
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
