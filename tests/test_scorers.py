@@ -394,3 +394,16 @@ def test_gradients_reach_both_tables(name):
     for e in range(NUM_ENTITIES):
         row_grad = model.entity.weight.grad[e].abs().sum().item()
         assert (row_grad > 0) == (e in used)
+
+
+def test_complex_modulus_gradient_matches_finite_differences_and_is_zero_at_the_origin():
+    from kgexp.models.translational import ComplexModulus
+
+    gen = torch.Generator().manual_seed(0)
+    re = torch.randn(4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    im = torch.randn(4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(ComplexModulus.apply, (re, im))
+    assert torch.allclose(ComplexModulus.apply(re, im), (re**2 + im**2).sqrt())
+    zero_re, zero_im = torch.zeros(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+    ComplexModulus.apply(zero_re, zero_im).sum().backward()
+    assert zero_re.grad.tolist() == [0.0, 0.0, 0.0] and zero_im.grad.tolist() == [0.0, 0.0, 0.0]
