@@ -10,13 +10,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgexp.data.datamodule import KGDataModule
 from kgexp.models import MODELS, KGEModel
+from kgexp.training.emu import EMU
 from kgexp.training.losses import LOSSES
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import NegativeSampling, UniformSampler
 from kgexp.training.optim import OptimizerSwitch, build_optimizer
 from kgexp.training.regularizers import NormRegularizer
 
-SAMPLERS = {"uniform": UniformSampler}
+#: Base samplers: the id distribution, and a side mode they impose (None: ``sampler.sides`` decides).
+BASE_SAMPLERS: dict[str, tuple[type, str | None]] = {
+    "uniform": (UniformSampler, None),
+    "bernoulli": (UniformSampler, "bernoulli"),
+}
+#: Options of the sampler node that configure the base sampler rather than EMU.
+_BASE_KEYS = ("num_negatives", "filtered", "max_redraws")
 NONE = "none"
 
 
@@ -48,6 +55,25 @@ def build_datamodule(cfg: DictConfig) -> KGDataModule:
     return construct(KGDataModule, "dataset", {**dataset, **data, "seed": cfg.seed})
 
 
+def build_negatives(cfg: DictConfig) -> tuple[NegativeSampling, EMU | None]:
+    """Negative sampling from ``cfg.sampler``; with ``sampler=emu``, EMU on top of ``sampler.base``."""
+    options = _options(cfg.sampler)
+    name = options.pop("name")
+    emu = None
+    if name == "emu":
+        name = options.pop("base")
+        emu_options = {k: v for k, v in options.items() if k not in (*_BASE_KEYS, "sides")}
+        emu = construct(EMU, "sampler", emu_options)
+        options = {k: v for k, v in options.items() if k not in emu_options}
+    key = "sampler.base" if emu is not None else "sampler.name"
+    if name not in BASE_SAMPLERS:
+        raise ValueError(f"{key}: unknown sampler {name!r}; valid choices: {', '.join(BASE_SAMPLERS)}")
+    cls, imposed_sides = BASE_SAMPLERS[name]
+    sides = imposed_sides or options.pop("sides", "alternate")
+    options.pop("sides", None)
+    return NegativeSampling(construct(cls, "sampler", options), sides), emu
+
+
 def build_model(cfg: DictConfig, num_entities: int, num_relations: int) -> KGEModel:
     cls = _lookup(MODELS, "model", cfg.model.name)
     return construct(cls, "model", _options(cfg.model, "name"), num_entities, num_relations)
@@ -56,9 +82,12 @@ def build_model(cfg: DictConfig, num_entities: int, num_relations: int) -> KGEMo
 def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> LinkPredictionModule:
     """The LightningModule of a run; the config and graph size are saved as its hyper-parameters."""
     model = build_model(cfg, num_entities, num_relations)
-    sampler_options = _options(cfg.sampler, "name", "sides")
-    sampler = construct(_lookup(SAMPLERS, "sampler", cfg.sampler.name), "sampler", sampler_options)
-    negatives = NegativeSampling(sampler, cfg.sampler.sides)
+    negatives, emu = build_negatives(cfg)
+    if emu is not None and cfg.loss.name != "softmax_ce":
+        raise ValueError(
+            f"loss.name: sampler=emu trains with its own softmax cross-entropy terms; "
+            f"use loss=softmax_ce, not {cfg.loss.name!r}"
+        )
     loss = construct(_lookup(LOSSES, "loss", cfg.loss.name), "loss", _options(cfg.loss, "name"))
     regularizer = None
     if cfg.regularizer.name != NONE:
@@ -73,7 +102,7 @@ def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> Link
     optimizer = _options(cfg.optimizer)
     build_optimizer(model.parameters(), **optimizer)  # fail now, not at the first step, on a bad option
     module = LinkPredictionModule(
-        model, negatives, loss, regularizer, optimizer, switch=switch, seed=cfg.seed
+        model, negatives, loss, regularizer, optimizer, switch=switch, emu=emu, seed=cfg.seed
     )
     module.save_hyperparameters(
         {

@@ -13,8 +13,9 @@ from kgexp.evaluation.metrics import RankMetrics
 from kgexp.evaluation.ranking import rank_queries
 from kgexp.models.base import KGEModel
 from kgexp.sides import BOTH_SIDES, split_query
+from kgexp.training.emu import EMU
 from kgexp.training.losses import Loss
-from kgexp.training.negatives import NegativeSampling
+from kgexp.training.negatives import Corruption, NegativeSampling
 from kgexp.training.optim import OptimizerSwitch, build_optimizer
 from kgexp.training.regularizers import NormRegularizer
 
@@ -36,11 +37,12 @@ class LinkPredictionModule(pl.LightningModule):
         regularizer: NormRegularizer | None,
         optimizer: dict[str, Any],
         switch: OptimizerSwitch | None = None,
+        emu: EMU | None = None,
         seed: int = 0,
     ):
         super().__init__()
         self.model, self.negatives, self.loss, self.regularizer = model, negatives, loss, regularizer
-        self.optimizer_config, self.switch, self.seed = optimizer, switch, seed
+        self.optimizer_config, self.switch, self.emu, self.seed = optimizer, switch, emu, seed
         self.val_metrics, self.test_metrics = RankMetrics(), RankMetrics()
         self.generator: torch.Generator | None = None
         self.vocabulary: dict[str, list[str]] | None = None
@@ -78,10 +80,7 @@ class LinkPredictionModule(pl.LightningModule):
         )
         total = triples.new_zeros((), dtype=torch.float32)
         for corruption in corruptions:
-            anchors, relations, targets = split_query(triples[corruption.rows], corruption.side)
-            candidates = torch.cat([targets.unsqueeze(1), corruption.negatives], dim=1)
-            scores = self.model.score_candidates(anchors, relations, corruption.side, candidates)
-            part = self.loss(scores[:, 0], scores[:, 1:], weights[corruption.rows])
+            part = self._corruption_loss(triples[corruption.rows], weights[corruption.rows], corruption)
             total = total + part * len(corruption.rows)
         loss = total / sum(len(c.rows) for c in corruptions)
         if self.regularizer is not None:
@@ -90,6 +89,23 @@ class LinkPredictionModule(pl.LightningModule):
             loss = loss + penalty
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def _corruption_loss(self, positives: Tensor, weights: Tensor, corruption: Corruption) -> Tensor:
+        """Loss of positives corrupted on one side: scores of [target, negatives] per positive."""
+        model, side = self.model, corruption.side
+        anchors, relations, targets = split_query(positives, side)
+        queries = model.embed_query(anchors, relations, side)
+        scores = model.compare_each(queries, model.entity(_prepend(targets, corruption.negatives)))
+        if self.emu is None:
+            return self.loss(scores[:, 0], scores[:, 1:], weights)
+        negatives = corruption.negatives
+        if self.emu.resample:
+            negatives = self.negatives.sampler.sample(
+                anchors, relations, side, model.num_entities, self.train_index, self.generator
+            )
+        candidates = model.entity(_prepend(targets, negatives))
+        mutated = self.emu.mutate(candidates, model.entity_factor == 2, self.generator)
+        return self.emu.loss(scores, model.compare_each(queries, mutated))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.switch is not None:
@@ -137,3 +153,8 @@ class LinkPredictionModule(pl.LightningModule):
         self.vocabulary = state.get("vocabulary")
         if self.switch is not None:
             self.switch.switched = state.get("switched", False)
+
+
+def _prepend(targets: Tensor, negatives: Tensor) -> Tensor:
+    """Candidate ids ``(n, 1 + N)``: the true entity in column 0, then the negatives."""
+    return torch.cat([targets.unsqueeze(1), negatives], dim=1)

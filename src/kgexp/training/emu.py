@@ -1,0 +1,153 @@
+"""EMU: negatives mutated in embedding space, trained with Unbounded Label Smoothing.
+
+Built from the description in METHODS.md §1 (the reference code is not used). For each positive, the
+candidate embeddings ``C`` (``(n, 1 + N, width)``, the positive's entity in column 0) of the corrupted
+slot are mutated: a mask keeps each coordinate of a negative with probability ``keep_prob`` (q) and
+otherwise copies the positive's coordinate, so a fraction ``n_P / d = 1 - q`` of the coordinates comes
+from the positive. The mutated candidates are scored and trained with soft labels ``[1, beta, ...]``,
+plus ``alpha`` times the plain one-hot softmax cross-entropy on unmutated negatives.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kgexp.training.losses import soft_cross_entropy
+
+MUTATIONS = ("mask", "mixup", "none")
+MASK_MODES = ("bernoulli", "fixed_count")
+LABELS = ("uls", "ls")
+SCALES = ("per_negative", "none")
+
+
+def _choice(key: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ValueError(f"{key} must be one of {', '.join(valid)}, got {value!r}")
+    return value
+
+
+class EmbeddingMutation:
+    """Mutates candidate embeddings towards the positive (column 0 is the positive and stays unchanged).
+
+    ``mutation``: ``mask`` (EMU), ``mixup`` (one λ ~ Beta(2, 1) per candidate, shared over coordinates:
+    λ·negative + (1 − λ)·positive) or ``none`` (the "without mutation" ablation).
+    ``mask``: ``bernoulli`` (the reference: i.i.d. bits per positive, negative and coordinate) or
+    ``fixed_count`` (the paper: exactly round((1 − q)·d) coordinates copied from the positive).
+    ``share_complex_mask``: for ``[re | im]`` embeddings, one bit per complex coordinate instead of
+    independent bits for the real and imaginary parts (the reference's behaviour).
+    """
+
+    def __init__(
+        self,
+        keep_prob: float = 0.39,
+        mask: str = "bernoulli",
+        share_complex_mask: bool = False,
+        mutation: str = "mask",
+    ):
+        if not 0.0 <= keep_prob <= 1.0:
+            raise ValueError(f"sampler.keep_prob must be in [0, 1], got {keep_prob}")
+        self.keep_prob = keep_prob
+        self.mask = _choice("sampler.mask", mask, MASK_MODES)
+        self.mutation = _choice("sampler.mutation", mutation, MUTATIONS)
+        self.share_complex_mask = share_complex_mask
+
+    def keep_mask(self, shape: torch.Size, complex_halves: bool, generator: torch.Generator) -> Tensor:
+        """Boolean ``shape`` mask, True where a candidate keeps its own coordinate."""
+        rows, candidates, width = shape
+        shared = complex_halves and self.share_complex_mask
+        coords = width // 2 if shared else width
+        device = generator.device
+        if self.mask == "bernoulli":
+            keep = torch.rand(rows, candidates, coords, generator=generator, device=device) < self.keep_prob
+        else:
+            copied = round((1.0 - self.keep_prob) * coords)
+            noise = torch.rand(rows, candidates, coords, generator=generator, device=device)
+            keep = torch.ones(rows, candidates, coords, dtype=torch.bool, device=device)
+            keep.scatter_(-1, noise.topk(copied, dim=-1).indices, False)
+        return torch.cat([keep, keep], dim=-1) if shared else keep
+
+    def __call__(self, candidates: Tensor, complex_halves: bool, generator: torch.Generator) -> Tensor:
+        positive = candidates[:, :1]
+        if self.mutation == "none":
+            return candidates
+        if self.mutation == "mixup":
+            # Beta(2, 1) has CDF x^2, so sqrt(U) is an exact draw from the seeded generator.
+            shape = (candidates.shape[0], candidates.shape[1], 1)
+            weight = torch.rand(
+                shape, generator=generator, device=candidates.device, dtype=candidates.dtype
+            ).sqrt()
+            weight[:, 0] = 1.0
+            return weight * candidates + (1.0 - weight) * positive
+        keep = self.keep_mask(candidates.shape, complex_halves, generator)
+        keep[:, 0] = True
+        return torch.where(keep, candidates, positive)
+
+
+class EMULoss:
+    """``CE_soft(s_mut, [1, beta, ..., beta]) * c + alpha * CE(s, one-hot)``.
+
+    ``scale``: ``per_negative`` (c = 1/N, the reference code) or ``none`` (c = 1, the paper's Eq. 5).
+    ``labels``: ``uls`` (Unbounded Label Smoothing, unnormalised) or ``ls`` (plain label smoothing:
+    ``[1 - eps, eps/N, ...]`` with ``eps = label_smoothing``). ``beta = 0`` is the "without ULS" ablation.
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.53,
+        alpha: float = 0.11,
+        scale: str = "per_negative",
+        labels: str = "uls",
+        label_smoothing: float = 0.1,
+    ):
+        if beta < 0:
+            raise ValueError(f"sampler.beta must be >= 0, got {beta}")
+        if alpha < 0:
+            raise ValueError(f"sampler.alpha must be >= 0, got {alpha}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"sampler.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.beta, self.alpha, self.label_smoothing = beta, alpha, label_smoothing
+        self.scale = _choice("sampler.scale", scale, SCALES)
+        self.labels = _choice("sampler.labels", labels, LABELS)
+
+    def targets(self, mutated: Tensor) -> Tensor:
+        num_negatives = mutated.shape[1] - 1
+        if self.labels == "uls":
+            targets = torch.full_like(mutated, self.beta)
+            targets[:, 0] = 1.0
+        else:
+            targets = torch.full_like(mutated, self.label_smoothing / num_negatives)
+            targets[:, 0] = 1.0 - self.label_smoothing
+        return targets
+
+    def __call__(self, vanilla: Tensor, mutated: Tensor) -> Tensor:
+        """``vanilla`` and ``mutated``: scores ``(n, 1 + N)`` with the positive in column 0."""
+        scale = 1.0 / (mutated.shape[1] - 1) if self.scale == "per_negative" else 1.0
+        plain = F.cross_entropy(vanilla, torch.zeros(len(vanilla), dtype=torch.long, device=vanilla.device))
+        return soft_cross_entropy(mutated, self.targets(mutated)) * scale + self.alpha * plain
+
+
+class EMU:
+    """The EMU training objective: a mutation, its loss, and where the EMU term's negatives come from.
+
+    ``resample``: the EMU term draws its own negatives from the base sampler (the reference code, where
+    uniform negatives are drawn afresh for the second pass) instead of reusing the vanilla term's.
+    """
+
+    def __init__(
+        self,
+        keep_prob: float = 0.39,
+        mask: str = "bernoulli",
+        share_complex_mask: bool = False,
+        mutation: str = "mask",
+        beta: float = 0.53,
+        alpha: float = 0.11,
+        scale: str = "per_negative",
+        labels: str = "uls",
+        label_smoothing: float = 0.1,
+        resample: bool = True,
+    ):
+        self.mutate = EmbeddingMutation(keep_prob, mask, share_complex_mask, mutation)
+        self.loss = EMULoss(beta, alpha, scale, labels, label_smoothing)
+        self.resample = resample
