@@ -30,8 +30,8 @@ test: install ## Run the test suite
 	$(BIN)/python -m pytest -q
 
 lint: install ## ruff check and format check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 clean: ## Remove the virtual environment, caches and run outputs (not the dataset cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info outputs
