@@ -113,3 +113,21 @@ def test_trainer_group_maps_onto_lightning_trainer_arguments():
         cfg = compose_config(f"trainer={option}", "trainer.max_steps=7")
         assert set(cfg.trainer) <= accepted
         assert cfg.trainer.max_steps == 7
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_value_an_experiment_sets_wins_over_the_defaults(experiment):
+    own = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml"))
+    own.pop("defaults", None)
+    cfg = compose_config(f"experiment={experiment}")
+    for path, value in _leaves(own):
+        assert OmegaConf.select(cfg, path) == value, path
