@@ -69,8 +69,8 @@ def build_negatives(cfg: DictConfig) -> tuple[NegativeSampling, EMU | None]:
     if name not in BASE_SAMPLERS:
         raise ValueError(f"{key}: unknown sampler {name!r}; valid choices: {', '.join(BASE_SAMPLERS)}")
     cls, imposed_sides = BASE_SAMPLERS[name]
-    sides = imposed_sides or options.pop("sides", "alternate")
-    options.pop("sides", None)
+    requested_sides = options.pop("sides", "alternate")
+    sides = imposed_sides or requested_sides
     return NegativeSampling(construct(cls, "sampler", options), sides), emu
 
 
