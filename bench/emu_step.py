@@ -1,5 +1,8 @@
 """Step time and peak memory of an EMU training step against the plain uniform softmax-CE step.
 
+EMU runs twice: with the reference's redrawn negatives for the EMU term (``sampler.resample=true``, two
+candidate tensors per step) and with the vanilla negatives reused (``resample=false``, one).
+
     python bench/emu_step.py                    # d = 200, N = 256, B = 1024, all four models
     python bench/emu_step.py --dim 100 --repeats 5 --models rotate
 
@@ -19,10 +22,19 @@ import time
 
 import torch
 
+from kgexp.training.emu import EMU
 
-def one_configuration(model_name: str, emu: bool, dim: int, negatives: int, batch: int, steps: int) -> dict:
+VARIANTS = {
+    "plain": lambda: None,
+    "emu": lambda: EMU(resample=True),
+    "emu_reuse": lambda: EMU(resample=False),
+}
+
+
+def one_configuration(
+    model_name: str, variant: str, dim: int, negatives: int, batch: int, steps: int
+) -> dict:
     from kgexp.models import MODELS
-    from kgexp.training.emu import EMU
     from kgexp.training.losses import SoftmaxCrossEntropy
     from kgexp.training.module import LinkPredictionModule
     from kgexp.training.negatives import NegativeSampling, UniformSampler
@@ -32,7 +44,7 @@ def one_configuration(model_name: str, emu: bool, dim: int, negatives: int, batc
     model = MODELS[model_name](num_entities, num_relations, dim=dim)
     sampling = NegativeSampling(UniformSampler(negatives))
     module = LinkPredictionModule(
-        model, sampling, SoftmaxCrossEntropy(), None, {"name": "adam", "lr": 1e-3}, emu=EMU() if emu else None
+        model, sampling, SoftmaxCrossEntropy(), None, {"name": "adam", "lr": 1e-3}, emu=VARIANTS[variant]()
     )
     module.generator = torch.Generator().manual_seed(0)
     module.train_index = None
@@ -74,22 +86,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--one", nargs=2, metavar=("MODEL", "EMU"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        model, emu = args.one
-        print(
-            json.dumps(one_configuration(model, emu == "1", args.dim, args.negatives, args.batch, args.steps))
-        )
+        model, variant = args.one
+        print(json.dumps(one_configuration(model, variant, args.dim, args.negatives, args.batch, args.steps)))
         return
     print(
         f"d={args.dim} N={args.negatives} B={args.batch} steps={args.steps} repeats={args.repeats} "
         f"threads={torch.get_num_threads()}"
     )
     print(
-        "| model | plain step (s) | EMU step (s) | EMU / plain | plain peak RSS (MiB) | EMU peak RSS (MiB) |"
+        "| model | plain step (s) | EMU step (s) | EMU / plain | EMU, reused negatives (s) | reused / plain "
+        "| peak RSS plain / EMU / reused (MiB) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     common = [
         "--dim",
         str(args.dim),
@@ -101,21 +112,21 @@ def main() -> None:
         str(args.steps),
     ]
     for model in args.models:
-        runs = {"0": [], "1": []}
+        runs = {variant: [] for variant in VARIANTS}
         for _ in range(args.repeats):
-            for emu in ("0", "1"):  # alternated
+            for variant in VARIANTS:  # alternated
                 out = subprocess.run(
-                    [sys.executable, __file__, *common, "--one", model, emu],
+                    [sys.executable, __file__, *common, "--one", model, variant],
                     capture_output=True,
                     text=True,
                     check=True,
                 ).stdout
-                runs[emu].append(json.loads(out))
-        plain = statistics.median(r["step_s"] for r in runs["0"])
-        emu = statistics.median(r["step_s"] for r in runs["1"])
-        peak = {k: max(r["peak_rss_mib"] for r in v) for k, v in runs.items()}
+                runs[variant].append(json.loads(out))
+        step = {k: statistics.median(r["step_s"] for r in v) for k, v in runs.items()}
+        peak = "/".join(f"{max(r['peak_rss_mib'] for r in v):.0f}" for v in runs.values())
         print(
-            f"| {model} | {plain:.3f} | {emu:.3f} | {emu / plain:.2f} | {peak['0']:.0f} | {peak['1']:.0f} |"
+            f"| {model} | {step['plain']:.3f} | {step['emu']:.3f} | {step['emu'] / step['plain']:.2f} "
+            f"| {step['emu_reuse']:.3f} | {step['emu_reuse'] / step['plain']:.2f} | {peak} |"
         )
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from kgexp.build import build_negatives
 from kgexp.models import MODELS
-from kgexp.training.emu import EMU, EmbeddingMutation, EMULoss
+from kgexp.training.emu import EMU, EmbeddingMutation, EMULoss, MixTowardsPositive, bernoulli_bits
 from kgexp.training.losses import SoftmaxCrossEntropy
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import Corruption, NegativeSampling, UniformSampler
@@ -42,6 +42,36 @@ def test_bernoulli_mask_copies_a_fraction_one_minus_q_within_binomial_tolerance(
     assert abs(copied.float().mean().item() - expected) < tolerance
     # Independent per negative: rows do not share one mask.
     assert not torch.equal(copied[:, 0], copied[:, 1])
+
+
+@pytest.mark.parametrize("probability", [0.39, 0.02, 0.97])
+def test_bernoulli_bits_have_the_probability_in_every_16_bit_lane(probability):
+    bits = bernoulli_bits((250, 1000), probability, generator(3)).view(-1, 4)  # 4 lanes per 64-bit draw
+    n = len(bits)
+    tolerance = 5 * math.sqrt(probability * (1 - probability) / n)
+    for lane in range(4):
+        assert abs(bits[:, lane].float().mean().item() - probability) < tolerance
+
+
+def test_bernoulli_bits_at_zero_and_one_are_constant():
+    assert not bernoulli_bits((7, 9), 0.0, generator()).any()
+    assert bernoulli_bits((7, 9), 1.0, generator()).all()
+
+
+def test_mix_gradient_matches_autograd_through_torch_where():
+    original = candidates(rows=5, columns=7, width=6).double()
+    keep = bernoulli_bits(original.shape, 0.4, generator(2))
+    keep[:, 0] = True
+    weights = torch.randn(original.shape, dtype=torch.float64, generator=generator(4))
+    grads = []
+    for mix in (MixTowardsPositive.apply, lambda c, k: torch.where(k, c, c[:, :1])):
+        leaf = original.clone().requires_grad_()
+        (mix(leaf, keep) * weights).sum().backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+    assert torch.autograd.gradcheck(
+        lambda c: MixTowardsPositive.apply(c, keep), original.clone().requires_grad_()
+    )
 
 
 def test_fixed_count_copies_exactly_n_p_coordinates_on_every_row():

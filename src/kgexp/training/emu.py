@@ -10,6 +10,8 @@ plus ``alpha`` times the plain one-hot softmax cross-entropy on unmutated negati
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,6 +22,8 @@ MUTATIONS = ("mask", "mixup", "none")
 MASK_MODES = ("bernoulli", "fixed_count")
 LABELS = ("uls", "ls")
 SCALES = ("per_negative", "none")
+#: Mask bits are drawn as 16-bit integers (four per 64-bit draw), so ``keep_prob`` is rounded to k / 2^16.
+MASK_RESOLUTION = 1 << 16
 
 
 def _choice(key: str, value: str, valid: tuple[str, ...]) -> str:
@@ -57,19 +61,17 @@ class EmbeddingMutation:
         """Boolean ``shape`` mask, True where a candidate keeps its own coordinate."""
         rows, candidates, width = shape
         shared = complex_halves and self.share_complex_mask
-        coords = width // 2 if shared else width
-        device = generator.device
+        size = (rows, candidates, width // 2 if shared else width)
         if self.mask == "bernoulli":
-            keep = torch.rand(rows, candidates, coords, generator=generator, device=device) < self.keep_prob
+            keep = bernoulli_bits(size, self.keep_prob, generator)
         else:
-            copied = round((1.0 - self.keep_prob) * coords)
-            noise = torch.rand(rows, candidates, coords, generator=generator, device=device)
-            keep = torch.ones(rows, candidates, coords, dtype=torch.bool, device=device)
+            copied = round((1.0 - self.keep_prob) * size[-1])
+            noise = torch.rand(size, generator=generator, device=generator.device)
+            keep = torch.ones(size, dtype=torch.bool, device=generator.device)
             keep.scatter_(-1, noise.topk(copied, dim=-1).indices, False)
         return torch.cat([keep, keep], dim=-1) if shared else keep
 
     def __call__(self, candidates: Tensor, complex_halves: bool, generator: torch.Generator) -> Tensor:
-        positive = candidates[:, :1]
         if self.mutation == "none":
             return candidates
         if self.mutation == "mixup":
@@ -79,10 +81,45 @@ class EmbeddingMutation:
                 shape, generator=generator, device=candidates.device, dtype=candidates.dtype
             ).sqrt()
             weight[:, 0] = 1.0
-            return weight * candidates + (1.0 - weight) * positive
+            return weight * candidates + (1.0 - weight) * candidates[:, :1]
         keep = self.keep_mask(candidates.shape, complex_halves, generator)
         keep[:, 0] = True
-        return torch.where(keep, candidates, positive)
+        return MixTowardsPositive.apply(candidates, keep)
+
+
+def bernoulli_bits(size: tuple[int, ...], probability: float, generator: torch.Generator) -> Tensor:
+    """Boolean tensor of i.i.d. bits with P(True) = round(probability * 2^16) / 2^16.
+
+    Four 16-bit draws come from each 64-bit draw of ``generator``, which costs about a third of
+    ``torch.rand(size) < probability`` on a CPU generator.
+    """
+    levels = round(probability * MASK_RESOLUTION)
+    if levels in (0, MASK_RESOLUTION):  # constant; the int16 threshold below would overflow at 1
+        return torch.full(size, bool(levels), device=generator.device)
+    count = math.prod(size)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=generator.device)
+    words.random_(-(1 << 63), (1 << 63) - 1, generator=generator)
+    return (words.view(torch.int16)[:count] < levels - MASK_RESOLUTION // 2).view(size)  # signed int16
+
+
+class MixTowardsPositive(torch.autograd.Function):
+    """``where(keep, candidates, candidates[:, :1])`` with a backward that skips the broadcast bookkeeping.
+
+    The gradient of a kept coordinate goes to its candidate; that of a copied coordinate goes to the
+    positive (column 0, whose mask is all True).
+    """
+
+    @staticmethod
+    def forward(ctx, candidates: Tensor, keep: Tensor) -> Tensor:
+        ctx.save_for_backward(keep)
+        return torch.where(keep, candidates, candidates[:, :1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (keep,) = ctx.saved_tensors
+        to_candidates = torch.where(keep, grad, 0.0)
+        to_candidates[:, 0] += grad.sum(1) - to_candidates.sum(1)
+        return to_candidates, None
 
 
 class EMULoss:

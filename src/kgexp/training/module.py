@@ -95,15 +95,15 @@ class LinkPredictionModule(pl.LightningModule):
         model, side = self.model, corruption.side
         anchors, relations, targets = split_query(positives, side)
         queries = model.embed_query(anchors, relations, side)
-        scores = model.compare_each(queries, model.entity(_prepend(targets, corruption.negatives)))
+        candidates = model.entity(_prepend(targets, corruption.negatives))
+        scores = model.compare_each(queries, candidates)
         if self.emu is None:
             return self.loss(scores[:, 0], scores[:, 1:], weights)
-        negatives = corruption.negatives
         if self.emu.resample:
             negatives = self.negatives.sampler.sample(
                 anchors, relations, side, model.num_entities, self.train_index, self.generator
             )
-        candidates = model.entity(_prepend(targets, negatives))
+            candidates = model.entity(_prepend(targets, negatives))
         mutated = self.emu.mutate(candidates, model.entity_factor == 2, self.generator)
         return self.emu.loss(scores, model.compare_each(queries, mutated))
 
