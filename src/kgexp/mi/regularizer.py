@@ -97,7 +97,9 @@ class MutualInformation(nn.Module):
             return projection(width_in, hidden, width, depth, activation)
 
         shared_query = head(query_width) if query_heads == "shared" else None
-        self.query_heads = nn.ModuleDict({d: shared_query or head(query_width) for d in directions})
+        self.query_heads = nn.ModuleDict(
+            {d: head(query_width) if shared_query is None else shared_query for d in directions}
+        )
         self.key_head = head(entity_width) if self.key_head_mode == "separate" else None
         self.critic = Critic(critic, width, temperature, learn_temperature)
         self.estimator = construct_estimator(name, ema_rate)
