@@ -20,6 +20,7 @@ GROUPS = (
     "sampler",
     "loss",
     "regularizer",
+    "mi",
     "optimizer",
     "schedule",
     "trainer",
@@ -80,6 +81,11 @@ def test_dataset_registry_matches_config_group():
         ("sampler.sides=sideways", "sampler.sides"),
         ("schedule.fraction=1.5", "schedule.fraction"),
         ("optimizer.name=lbfgs", "optimizer.name"),
+        ("mi=infonce mi.weight=-1", "mi.weight"),
+        ("mi=infonce mi.directions=[t_hr]", "mi.directions"),
+        ("mi=jsd mi.key_head=identity mi.width=7", "mi.key_head"),
+        ("mi=mine mi.ema_rate=0", "mi.ema_rate"),
+        ("mi=infonce +mi.heads=3", "mi.heads"),
     ],
 )
 def test_nonsense_hyperparameters_name_the_key(override, key):

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kgexp.data.datamodule import KGDataModule
+from kgexp.mi import MutualInformation
 from kgexp.models import MODELS, KGEModel
 from kgexp.training.emu import EMU
 from kgexp.training.losses import LOSSES
@@ -79,6 +80,15 @@ def build_model(cfg: DictConfig, num_entities: int, num_relations: int) -> KGEMo
     return construct(cls, "model", _options(cfg.model, "name"), num_entities, num_relations)
 
 
+def build_mi(cfg: DictConfig, model: KGEModel) -> MutualInformation | None:
+    """The MI-KGE regulariser of ``cfg.mi`` sized for ``model``; ``None`` for ``mi=none``."""
+    node = cfg.get("mi")
+    if node is None or node.name == NONE:
+        return None
+    widths = (model.entity.embedding_dim, model.relation.embedding_dim)
+    return construct(MutualInformation, "mi", _options(node), *widths)
+
+
 def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> LinkPredictionModule:
     """The LightningModule of a run; the config and graph size are saved as its hyper-parameters."""
     model = build_model(cfg, num_entities, num_relations)
@@ -102,7 +112,15 @@ def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> Link
     optimizer = _options(cfg.optimizer)
     build_optimizer(model.parameters(), **optimizer)  # fail now, not at the first step, on a bad option
     module = LinkPredictionModule(
-        model, negatives, loss, regularizer, optimizer, switch=switch, emu=emu, seed=cfg.seed
+        model,
+        negatives,
+        loss,
+        regularizer,
+        optimizer,
+        switch=switch,
+        emu=emu,
+        mi=build_mi(cfg, model),
+        seed=cfg.seed,
     )
     module.save_hyperparameters(
         {

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from kgexp.evaluation.metrics import RankMetrics
 from kgexp.evaluation.ranking import rank_queries
+from kgexp.mi import MutualInformation
 from kgexp.models.base import KGEModel
 from kgexp.sides import BOTH_SIDES, split_query
 from kgexp.training.emu import EMU
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 class LinkPredictionModule(pl.LightningModule):
     """Trains a :class:`KGEModel` on negatives and evaluates filtered ranks on both sides.
 
+    Optional parts: EMU (``emu``) replaces the loss on the negatives; MI-KGE (``mi``) adds a weighted
+    mutual-information term.
+
     The filter indices come from the datamodule (``trainer.datamodule``); the vocabularies are stored in
     checkpoints so that a checkpoint is enough to export or query a model.
     """
@@ -38,11 +42,13 @@ class LinkPredictionModule(pl.LightningModule):
         optimizer: dict[str, Any],
         switch: OptimizerSwitch | None = None,
         emu: EMU | None = None,
+        mi: MutualInformation | None = None,
         seed: int = 0,
     ):
         super().__init__()
         self.model, self.negatives, self.loss, self.regularizer = model, negatives, loss, regularizer
         self.optimizer_config, self.switch, self.emu, self.seed = optimizer, switch, emu, seed
+        self.mi = mi  # a submodule: its heads train with the model; ranking never uses them
         self.val_metrics, self.test_metrics = RankMetrics(), RankMetrics()
         self.generator: torch.Generator | None = None
         self.vocabulary: dict[str, list[str]] | None = None
@@ -83,6 +89,11 @@ class LinkPredictionModule(pl.LightningModule):
             part = self._corruption_loss(triples[corruption.rows], weights[corruption.rows], corruption)
             total = total + part * len(corruption.rows)
         loss = total / sum(len(c.rows) for c in corruptions)
+        if self.mi is not None:
+            sampled = {c.side: (c.rows, c.negatives) for c in corruptions}
+            mutual_information = self.mi(self.model, triples, self.train_index, sampled)
+            self.log("train/mi", mutual_information, on_step=True, on_epoch=False)
+            loss = loss + self.mi.weight * mutual_information
         if self.regularizer is not None:
             penalty = self.regularizer(self.model, triples)
             self.log("train/regularization", penalty, on_step=True, on_epoch=False)
