@@ -104,10 +104,11 @@ def test_masking_drops_exactly_duplicates_and_known_training_triples():
     mi = regulariser()
     for side in (TAIL, HEAD):
         anchors, targets = (triples[:, 0], triples[:, 2]) if side == TAIL else (triples[:, 2], triples[:, 0])
-        in_batch = targets.unsqueeze(0).expand(5, -1)
-        false = mi.false_negatives((anchors, triples[:, 1], targets), in_batch, index, side)
-        allowed = torch.eye(5, dtype=torch.bool) | ~false
-        assert allowed.tolist() == brute_force_allowed(batch, TRAIN, side)
+        query = (anchors, triples[:, 1], targets)
+        # The shared in-batch path and the per-row path (each row given the same ids) agree with brute force.
+        for candidates in (targets, targets.unsqueeze(0).expand(5, -1)):
+            allowed = torch.eye(5, dtype=torch.bool) | ~mi.false_negatives(query, candidates, index, side)
+            assert allowed.tolist() == brute_force_allowed(batch, TRAIN, side)
 
 
 def test_extra_negatives_are_masked_the_same_way():
@@ -123,7 +124,7 @@ def test_extra_negatives_are_masked_the_same_way():
 def test_without_masking_every_in_batch_column_is_a_negative():
     batch = torch.tensor([(0, 0, 1), (0, 0, 1)])
     false = regulariser(mask_false_negatives=False).false_negatives(
-        (batch[:, 0], batch[:, 1], batch[:, 2]), batch[:, 2].expand(2, -1), FilterIndex(batch, 5, 2), TAIL
+        (batch[:, 0], batch[:, 1], batch[:, 2]), batch[:, 2], FilterIndex(batch, 5, 2), TAIL
     )
     assert not false.any()
 

@@ -304,6 +304,11 @@ def test_side_index_matches_brute_force(seed, side):
         single = index.contains(anchors, relations, torch.full((len(queries),), e))
         assert single.tolist() == [e in answers.get(q, ()) for q in queries]
 
+    # contains_shared: one 1-D candidate set for every query, with repeats and in any order
+    shared = torch.tensor([5, 0, 5, 8, 3, 3, 1])
+    got = index.contains_shared(anchors, relations, shared)
+    assert got.tolist() == [[e in answers.get(q, ()) for e in shared.tolist()] for q in queries]
+
 
 def test_side_index_contains_extra_trailing_dims():
     triples = random_triples(11)
@@ -339,7 +344,7 @@ def test_filter_index_to_cpu():
     anchors, relations = all_queries()
     queries = list(zip(anchors.tolist(), relations.tolist(), strict=True))
     assert index[TAIL].counts(anchors, relations).tolist() == [len(answers.get(q, ())) for q in queries]
-    for name in ("answers", "query_keys", "offsets", "triple_keys"):
+    for name in ("answers", "query_keys", "offsets"):
         assert getattr(index[HEAD], name).device.type == "cpu"
 
 

@@ -12,8 +12,7 @@ class SideIndex:
     """Answers of one query side: sorted query keys, offsets into a flat answer array.
 
     A query key is ``anchor * num_relations + relation``; ``answers[offsets[i]:offsets[i + 1]]`` are the
-    sorted answer ids of the i-th key. ``triple_keys`` (``query_key * num_entities + answer``) is the
-    same data as one globally sorted array, for vectorised membership tests.
+    sorted answer ids of the i-th key.
     """
 
     def __init__(
@@ -28,10 +27,9 @@ class SideIndex:
         self.query_keys, counts = torch.unique_consecutive(query_keys, return_counts=True)
         self.offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
         torch.cumsum(counts, 0, out=self.offsets[1:])
-        self.triple_keys = keys
 
     def to(self, device: torch.device | str) -> SideIndex:
-        for name in ("answers", "query_keys", "offsets", "triple_keys"):
+        for name in ("answers", "query_keys", "offsets"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -60,13 +58,31 @@ class SideIndex:
         return end - start
 
     def contains(self, anchors: Tensor, relations: Tensor, candidates: Tensor) -> Tensor:
-        """Whether ``(anchor, relation, candidate)`` is known; ``candidates`` may have extra trailing dims."""
-        query = (anchors * self.num_relations + relations).view(-1, *([1] * (candidates.dim() - 1)))
-        keys = query * self.num_entities + candidates
-        if len(self.triple_keys) == 0:
-            return torch.zeros_like(keys, dtype=torch.bool)
-        pos = torch.searchsorted(self.triple_keys, keys).clamp_max(len(self.triple_keys) - 1)
-        return self.triple_keys[pos] == keys
+        """Whether ``(anchor, relation, candidate)`` is known; ``candidates`` may have extra trailing dims.
+
+        Searches only the batch's own answers (``row * num_entities + answer``, sorted), a far smaller
+        array than all known triples, so the lookups stay in cache.
+        """
+        rows, answers = self.answer_pairs(anchors, relations)
+        if len(rows) == 0:
+            return torch.zeros_like(candidates, dtype=torch.bool)
+        known = rows * self.num_entities + answers  # sorted: rows ascend, answers ascend within a row
+        row_ids = torch.arange(len(anchors), device=anchors.device)
+        keys = row_ids.view(-1, *([1] * (candidates.dim() - 1))) * self.num_entities + candidates
+        pos = torch.searchsorted(known, keys).clamp_max(len(known) - 1)
+        return known[pos] == keys
+
+    def contains_shared(self, anchors: Tensor, relations: Tensor, entities: Tensor) -> Tensor:
+        """``(B, K)``: whether ``(anchor_i, relation_i, entities[k])`` is known, for one shared 1-D
+        candidate set (e.g. the batch's own targets), through a dense table over its distinct ids."""
+        rows, answers = self.answer_pairs(anchors, relations)
+        distinct, column = torch.unique(entities, return_inverse=True)
+        known = torch.zeros(len(anchors), len(distinct), dtype=torch.bool, device=entities.device)
+        if len(rows):
+            pos = torch.searchsorted(distinct, answers).clamp_max(len(distinct) - 1)
+            hit = distinct[pos] == answers
+            known[rows[hit], pos[hit]] = True
+        return known[:, column]
 
 
 class FilterIndex:

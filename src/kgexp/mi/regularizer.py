@@ -123,12 +123,16 @@ class MutualInformation(nn.Module):
     def false_negatives(
         self, queries: tuple[Tensor, Tensor, Tensor], candidates: Tensor, index: FilterIndex, side: Side
     ) -> Tensor:
-        """Which ``(B, C)`` candidate ids are answers of their row's query: its own target or a known
-        training triple (all False without ``mask_false_negatives``)."""
-        if not self.mask_false_negatives:
-            return torch.zeros_like(candidates, dtype=torch.bool)
+        """``(B, K)``: which candidates are answers of their row's query, its own target or a known
+        training triple (all False without ``mask_false_negatives``). ``candidates``: ``(K,)`` ids shared
+        by every row (the in-batch targets) or ``(B, K)`` ids per row."""
         anchors, relations, targets = queries
-        return (candidates == targets.unsqueeze(1)) | index[side].contains(anchors, relations, candidates)
+        shared = candidates.dim() == 1
+        duplicate = (candidates.unsqueeze(0) if shared else candidates) == targets.unsqueeze(1)
+        if not self.mask_false_negatives:
+            return torch.zeros_like(duplicate)
+        lookup = index[side].contains_shared if shared else index[side].contains
+        return duplicate | lookup(anchors, relations, candidates)
 
     # -- the loss -------------------------------------------------------------------------------
     def forward(
@@ -149,10 +153,9 @@ class MutualInformation(nn.Module):
             anchors, relations, targets = split_query(triples, side)
             queries = self.query_heads[direction](self.compose(model, anchors, relations, side))
             query = (anchors, relations, targets)
-            in_batch = targets.unsqueeze(0).expand(len(targets), -1)
             scores = self.critic.pairwise(queries, self.keys(direction, model.entity(targets)))
             eye = torch.eye(len(targets), dtype=torch.bool, device=targets.device)
-            allowed = eye | ~self.false_negatives(query, in_batch, train_index, side)
+            allowed = eye | ~self.false_negatives(query, targets, train_index, side)
             if self.extra_negatives == "kge" and sampled and side in sampled:
                 rows, negatives = sampled[side]
                 extra = targets.new_zeros(len(targets), negatives.shape[1])
