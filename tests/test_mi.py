@@ -262,3 +262,27 @@ def test_mi_heads_do_not_change_rankings():
             parameter.add_(torch.randn_like(parameter))
     after = ranks()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("estimator", ["infonce", "jsd", "mine"])
+def test_mi_composes_with_emu(estimator):
+    from kgexp.training.emu import EMU
+
+    torch.manual_seed(0)
+    model = MODELS["rotate"](30, 4, dim=8)
+    mi = MutualInformation(16, 8, name=estimator)
+    module = LinkPredictionModule(
+        model,
+        NegativeSampling(UniformSampler(5)),
+        SoftmaxCrossEntropy(),
+        None,
+        {"name": "adam"},
+        emu=EMU(),
+        mi=mi,
+    )
+    module.generator = torch.Generator().manual_seed(0)
+    module.train_index = FilterIndex(torch.tensor([[0, 0, 1]]), 30, 4)
+    module.log = lambda *args, **kwargs: None
+    step_loss(module).backward()
+    for name, parameter in [*model.named_parameters(), *mi.named_parameters()]:
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
