@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kgexp.choices import check_choice
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 CRITICS = ("cosine", "bilinear")
 #: Upper bound on the learnable inverse temperature (as in CLIP), so the critic cannot blow up.
@@ -17,8 +19,7 @@ MAX_INVERSE_TEMPERATURE = 100.0
 
 def projection(width_in: int, hidden: int, width_out: int, depth: int, activation: str) -> nn.Module:
     """An MLP of ``depth`` linear layers (``depth=0``: identity, which needs ``width_in == width_out``)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"mi.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    check_choice("mi.activation", activation, ACTIVATIONS)
     if depth < 0:
         raise ValueError(f"mi.depth must be >= 0, got {depth}")
     if depth == 0:
@@ -39,8 +40,7 @@ class Critic(nn.Module):
 
     def __init__(self, kind: str, width: int, temperature: float, learn_temperature: bool):
         super().__init__()
-        if kind not in CRITICS:
-            raise ValueError(f"mi.critic must be one of {', '.join(CRITICS)}, got {kind!r}")
+        check_choice("mi.critic", kind, CRITICS)
         if temperature <= 0:
             raise ValueError(f"mi.temperature must be > 0, got {temperature}")
         self.kind = kind

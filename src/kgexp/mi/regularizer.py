@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from kgexp.choices import check_choice
 from kgexp.data.filter_index import FilterIndex
 from kgexp.mi.estimators import ESTIMATORS
 from kgexp.mi.heads import Critic, projection
@@ -25,12 +26,6 @@ KEY_HEADS = ("separate", "shared", "identity")
 EXTRA_NEGATIVES = ("none", "kge")
 #: Above this entity width the heads default to 256 units.
 WIDE = 512
-
-
-def _choice(key: str, value: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ValueError(f"mi.{key} must be one of {', '.join(valid)}, got {value!r}")
-    return value
 
 
 class MutualInformation(nn.Module):
@@ -79,10 +74,10 @@ class MutualInformation(nn.Module):
                 f"mi.directions must be a non-empty subset of {list(DIRECTIONS)}, got {directions}"
             )
         self.weight, self.directions = weight, directions
-        self.composition = _choice("composition", composition, COMPOSITIONS)
-        self.key_head_mode = _choice("key_head", key_head, KEY_HEADS)
-        _choice("query_heads", query_heads, QUERY_HEADS)
-        self.extra_negatives = _choice("extra_negatives", extra_negatives, EXTRA_NEGATIVES)
+        self.composition = check_choice("mi.composition", composition, COMPOSITIONS)
+        self.key_head_mode = check_choice("mi.key_head", key_head, KEY_HEADS)
+        check_choice("mi.query_heads", query_heads, QUERY_HEADS)
+        self.extra_negatives = check_choice("mi.extra_negatives", extra_negatives, EXTRA_NEGATIVES)
         self.mask_false_negatives, self.detach_keys = mask_false_negatives, detach_keys
 
         default = entity_width if entity_width <= WIDE else 256

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kgexp.choices import check_choice
 from kgexp.training.losses import soft_cross_entropy
 
 MUTATIONS = ("mask", "mixup", "none")
@@ -24,12 +25,6 @@ LABELS = ("uls", "ls")
 SCALES = ("per_negative", "none")
 #: Mask bits are drawn as 16-bit integers (four per 64-bit draw), so ``keep_prob`` is rounded to k / 2^16.
 MASK_RESOLUTION = 1 << 16
-
-
-def _choice(key: str, value: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ValueError(f"{key} must be one of {', '.join(valid)}, got {value!r}")
-    return value
 
 
 class EmbeddingMutation:
@@ -53,8 +48,8 @@ class EmbeddingMutation:
         if not 0.0 <= keep_prob <= 1.0:
             raise ValueError(f"sampler.keep_prob must be in [0, 1], got {keep_prob}")
         self.keep_prob = keep_prob
-        self.mask = _choice("sampler.mask", mask, MASK_MODES)
-        self.mutation = _choice("sampler.mutation", mutation, MUTATIONS)
+        self.mask = check_choice("sampler.mask", mask, MASK_MODES)
+        self.mutation = check_choice("sampler.mutation", mutation, MUTATIONS)
         self.share_complex_mask = share_complex_mask
 
     def keep_mask(self, shape: torch.Size, complex_halves: bool, generator: torch.Generator) -> Tensor:
@@ -145,8 +140,8 @@ class EMULoss:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"sampler.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.beta, self.alpha, self.label_smoothing = beta, alpha, label_smoothing
-        self.scale = _choice("sampler.scale", scale, SCALES)
-        self.labels = _choice("sampler.labels", labels, LABELS)
+        self.scale = check_choice("sampler.scale", scale, SCALES)
+        self.labels = check_choice("sampler.labels", labels, LABELS)
 
     def targets(self, mutated: Tensor) -> Tensor:
         num_negatives = mutated.shape[1] - 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from kgexp.choices import check_choice
 from kgexp.data.filter_index import FilterIndex
 from kgexp.sides import HEAD, TAIL, Side, split_query
 
@@ -75,9 +76,7 @@ class NegativeSampling:
     """
 
     def __init__(self, sampler: UniformSampler, side_mode: str = "alternate"):
-        if side_mode not in SIDE_MODES:
-            raise ValueError(f"sampler.sides must be one of {', '.join(SIDE_MODES)}, got {side_mode!r}")
-        self.sampler, self.side_mode = sampler, side_mode
+        self.sampler, self.side_mode = sampler, check_choice("sampler.sides", side_mode, SIDE_MODES)
         self.head_probability: Tensor | None = None
 
     def fit(self, train: Tensor, num_relations: int) -> None:

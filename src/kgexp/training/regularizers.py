@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kgexp.choices import check_choice
 from kgexp.models.base import KGEModel
 
 SCOPES = ("batch", "table")
@@ -20,8 +21,7 @@ class NormRegularizer:
     def __init__(self, weight: float, p: int, scope: str = "batch", complex_modulus: bool = False):
         if weight < 0:
             raise ValueError(f"regularizer.weight must be >= 0, got {weight}")
-        if scope not in SCOPES:
-            raise ValueError(f"regularizer.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        check_choice("regularizer.scope", scope, SCOPES)
         self.weight, self.p, self.scope, self.complex_modulus = weight, p, scope, complex_modulus
 
     def _norm(self, x: Tensor, factor: int) -> Tensor:
