@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,17 +14,25 @@ from kgexp.models import MODELS, KGEModel
 from kgexp.training.emu import EMU
 from kgexp.training.losses import LOSSES
 from kgexp.training.module import LinkPredictionModule
-from kgexp.training.negatives import NegativeSampling, UniformSampler
+from kgexp.training.negatives import (
+    NegativeSampling,
+    NSCachingSampler,
+    RWSANSSampler,
+    Sampler,
+    SANSSampler,
+    UniformSampler,
+)
 from kgexp.training.optim import OptimizerSwitch, build_optimizer
 from kgexp.training.regularizers import NormRegularizer
 
 #: Base samplers: the id distribution, and a side mode they impose (None: ``sampler.sides`` decides).
-BASE_SAMPLERS: dict[str, tuple[type, str | None]] = {
+BASE_SAMPLERS: dict[str, tuple[type[Sampler], str | None]] = {
     "uniform": (UniformSampler, None),
     "bernoulli": (UniformSampler, "bernoulli"),
+    "sans": (SANSSampler, None),
+    "rw_sans": (RWSANSSampler, None),
+    "nscaching": (NSCachingSampler, None),
 }
-#: Options of the sampler node that configure the base sampler rather than EMU.
-_BASE_KEYS = ("num_negatives", "filtered", "max_redraws")
 NONE = "none"
 
 
@@ -33,14 +41,20 @@ def _options(node: Mapping[str, Any] | DictConfig, *exclude: str) -> dict[str, A
     return {k: v for k, v in plain.items() if k not in exclude}
 
 
-def construct(cls: type, key: str, options: dict[str, Any], *args: Any) -> Any:
+def parameters(cls: type, skip: int = 0) -> list[str]:
+    """Names of the constructor parameters of ``cls`` after the first ``skip``."""
+    return list(inspect.signature(cls).parameters)[skip:]
+
+
+def construct(
+    cls: type, key: str, options: dict[str, Any], *args: Any, also_valid: Sequence[str] = ()
+) -> Any:
     """``cls(*args, **options)``; an option ``cls`` does not take is reported as ``key.option``."""
-    accepted = [n for n in list(inspect.signature(cls).parameters)[len(args) :]]
+    accepted = parameters(cls, len(args))
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(
-            f"{key}.{unknown[0]}: unknown option for {cls.__name__}; valid options: {', '.join(accepted)}"
-        )
+        valid = ", ".join([*accepted, *also_valid])
+        raise ValueError(f"{key}.{unknown[0]}: unknown option for {cls.__name__}; valid options: {valid}")
     return cls(*args, **options)
 
 
@@ -57,22 +71,24 @@ def build_datamodule(cfg: DictConfig) -> KGDataModule:
 
 
 def build_negatives(cfg: DictConfig) -> tuple[NegativeSampling, EMU | None]:
-    """Negative sampling from ``cfg.sampler``; with ``sampler=emu``, EMU on top of ``sampler.base``."""
+    """Negative sampling from ``cfg.sampler``; with ``sampler=emu``, EMU on top of ``sampler.base``.
+
+    Under EMU, the options EMU takes configure EMU and the others the base sampler; a base option set to
+    ``null`` keeps the base sampler's default.
+    """
     options = _options(cfg.sampler)
     name = options.pop("name")
-    emu = None
+    requested_sides = options.pop("sides", "alternate")
+    emu, key, emu_options = None, "sampler.name", []
     if name == "emu":
-        name = options.pop("base")
-        emu_options = {k: v for k, v in options.items() if k not in (*_BASE_KEYS, "sides")}
-        emu = construct(EMU, "sampler", emu_options)
-        options = {k: v for k, v in options.items() if k not in emu_options}
-    key = "sampler.base" if emu is not None else "sampler.name"
+        name, key, emu_options = options.pop("base", "uniform"), "sampler.base", ["base", *parameters(EMU)]
+        emu = construct(EMU, "sampler", {k: options.pop(k) for k in list(options) if k in emu_options})
+        options = {k: v for k, v in options.items() if v is not None}
     if name not in BASE_SAMPLERS:
         raise ValueError(f"{key}: unknown sampler {name!r}; valid choices: {', '.join(BASE_SAMPLERS)}")
     cls, imposed_sides = BASE_SAMPLERS[name]
-    requested_sides = options.pop("sides", "alternate")
-    sides = imposed_sides or requested_sides
-    return NegativeSampling(construct(cls, "sampler", options), sides), emu
+    sampler = construct(cls, "sampler", options, also_valid=["sides", *emu_options])
+    return NegativeSampling(sampler, imposed_sides or requested_sides), emu
 
 
 def build_model(cfg: DictConfig, num_entities: int, num_relations: int) -> KGEModel:

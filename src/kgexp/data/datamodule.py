@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from kgexp.data.download import resolve_cache_dir
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.graph import KnowledgeGraph, load_graph
 from kgexp.sides import HEAD, TAIL
@@ -59,6 +62,11 @@ class KGDataModule(pl.LightningDataModule):
         self.name, self.path, self.drop_unseen, self.cache_dir = name, path, drop_unseen, cache_dir
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.graph: KnowledgeGraph | None = None
+
+    @property
+    def cache_root(self) -> Path:
+        """Where datasets and derived structures (neighbourhoods) are cached."""
+        return resolve_cache_dir(self.cache_dir)
 
     def prepare_data(self) -> None:
         if self.graph is None:  # downloads and encodes once, on rank 0

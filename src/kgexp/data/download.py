@@ -35,6 +35,11 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "kgexp"
 
 
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir`` (user-expanded) if given, else :func:`default_cache_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
 def file_checksum(path: Path, algorithm: str) -> str:
     """Hex digest of a file: ``sha256`` of its bytes or ``gitsha1``, git's blob id."""
     if algorithm == "sha256":

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from kgexp.atomic import atomic_path
-from kgexp.data.download import default_cache_dir, file_checksum, locate_split_files
+from kgexp.data.download import file_checksum, locate_split_files, resolve_cache_dir
 from kgexp.data.parsing import read_triples
 from kgexp.data.registry import SPLITS, get_spec
 
@@ -90,7 +90,7 @@ def load_graph(
     cache_dir: str | os.PathLike | None = None,
 ) -> KnowledgeGraph:
     """Load a registered dataset (``name``) or a folder of split files (``path``), using the id cache."""
-    cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache_root = resolve_cache_dir(cache_dir)
     if path is not None:
         folder = Path(path).expanduser()
         files = {s: folder / f"{s}.txt" for s in SPLITS}

@@ -16,7 +16,7 @@ from kgexp.models.base import KGEModel
 from kgexp.sides import BOTH_SIDES, split_query
 from kgexp.training.emu import EMU
 from kgexp.training.losses import Loss
-from kgexp.training.negatives import Corruption, NegativeSampling
+from kgexp.training.negatives import Corruption, NegativeSampling, SamplerSetup
 from kgexp.training.optim import OptimizerSwitch, build_optimizer
 from kgexp.training.regularizers import NormRegularizer
 
@@ -60,7 +60,7 @@ class LinkPredictionModule(pl.LightningModule):
         self.vocabulary = {"entities": graph.entities, "relations": graph.relations}
         self.filter_index, self.train_index = datamodule.filter_index, datamodule.train_index
         if stage == "fit":
-            self.negatives.fit(graph.train, graph.num_relations)
+            self.negatives.fit(SamplerSetup(graph, datamodule.cache_root, self.seed))
 
     def _move_indices(self) -> None:
         """Lightning moves the module to its device after ``setup``: follow it with the filter indices."""
@@ -82,7 +82,7 @@ class LinkPredictionModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         triples, weights = batch
         corruptions = self.negatives.corrupt(
-            triples, self.global_step, self.model.num_entities, self.train_index, self.generator
+            triples, self.global_step, self.model.num_entities, self.train_index, self.generator, self.model
         )
         total = triples.new_zeros((), dtype=torch.float32)
         for corruption in corruptions:
@@ -112,7 +112,7 @@ class LinkPredictionModule(pl.LightningModule):
             return self.loss(scores[:, 0], scores[:, 1:], weights)
         if self.emu.resample:
             negatives = self.negatives.sampler.sample(
-                anchors, relations, side, model.num_entities, self.train_index, self.generator
+                anchors, relations, side, model.num_entities, self.train_index, self.generator, model
             )
             candidates = model.entity(_prepend(targets, negatives))
         mutated = self.emu.mutate(candidates, model.entity_factor == 2, self.generator)
@@ -155,13 +155,14 @@ class LinkPredictionModule(pl.LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["kgexp"] = {"vocabulary": self.vocabulary}
+        checkpoint["kgexp"] = {"vocabulary": self.vocabulary, "sampler": self.negatives.sampler.state_dict()}
         if self.switch is not None:
             checkpoint["kgexp"]["switched"] = self.switch.switched
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("kgexp", {})
         self.vocabulary = state.get("vocabulary")
+        self.negatives.sampler.load_state_dict(state.get("sampler", {}))
         if self.switch is not None:
             self.switch.switched = state.get("switched", False)
 

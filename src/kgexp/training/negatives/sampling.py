@@ -1,4 +1,4 @@
-"""Negative sampling: which side of each positive is corrupted, and which entity ids replace it."""
+"""Negative sampling: which side of each positive is corrupted, and the sampler that replaces it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from torch import Tensor
 
 from kgexp.choices import check_choice
 from kgexp.data.filter_index import FilterIndex
+from kgexp.models.base import KGEModel
 from kgexp.sides import HEAD, TAIL, Side, split_query
+from kgexp.training.negatives.base import Sampler, SamplerSetup
 
 SIDE_MODES = ("alternate", "both", "bernoulli")
 
@@ -21,39 +23,6 @@ class Corruption:
     side: Side
     rows: Tensor
     negatives: Tensor
-
-
-class UniformSampler:
-    """K entity ids per positive, uniform with replacement; optionally filtered against known answers.
-
-    Filtering redraws the ids that form a known training triple, ``max_redraws`` times at most; a query
-    whose answers cover almost every entity may keep a few known ids after that.
-    """
-
-    def __init__(self, num_negatives: int, filtered: bool = False, max_redraws: int = 10):
-        if num_negatives <= 0:
-            raise ValueError(f"sampler.num_negatives must be a positive integer, got {num_negatives}")
-        self.num_negatives, self.filtered, self.max_redraws = num_negatives, filtered, max_redraws
-
-    def sample(
-        self,
-        anchors: Tensor,
-        relations: Tensor,
-        side: Side,
-        num_entities: int,
-        known: FilterIndex | None,
-        generator: torch.Generator,
-    ) -> Tensor:
-        shape = (len(anchors), self.num_negatives)
-        ids = torch.randint(num_entities, shape, generator=generator, device=anchors.device)
-        if self.filtered and known is not None:
-            for _ in range(self.max_redraws):
-                bad = known[side].contains(anchors, relations, ids)
-                count = int(bad.sum())
-                if count == 0:
-                    break
-                ids[bad] = torch.randint(num_entities, (count,), generator=generator, device=ids.device)
-        return ids
 
 
 def bernoulli_head_probability(train: Tensor, num_relations: int) -> Tensor:
@@ -75,13 +44,15 @@ class NegativeSampling:
     with the per-relation probability of :func:`bernoulli_head_probability`).
     """
 
-    def __init__(self, sampler: UniformSampler, side_mode: str = "alternate"):
+    def __init__(self, sampler: Sampler, side_mode: str = "alternate"):
         self.sampler, self.side_mode = sampler, check_choice("sampler.sides", side_mode, SIDE_MODES)
         self.head_probability: Tensor | None = None
 
-    def fit(self, train: Tensor, num_relations: int) -> None:
+    def fit(self, setup: SamplerSetup) -> None:
+        """Prepare the sampler and the Bernoulli side probabilities from the training graph."""
+        self.sampler.fit(setup)
         if self.side_mode == "bernoulli":
-            self.head_probability = bernoulli_head_probability(train, num_relations)
+            self.head_probability = bernoulli_head_probability(setup.graph.train, setup.graph.num_relations)
 
     def plan(self, triples: Tensor, step: int, generator: torch.Generator) -> list[tuple[Side, Tensor]]:
         rows = torch.arange(len(triples), device=triples.device)
@@ -100,10 +71,11 @@ class NegativeSampling:
         num_entities: int,
         known: FilterIndex | None,
         generator: torch.Generator,
+        model: KGEModel | None = None,
     ) -> list[Corruption]:
         corruptions = []
         for side, rows in self.plan(triples, step, generator):
             anchors, relations, _ = split_query(triples[rows], side)
-            negatives = self.sampler.sample(anchors, relations, side, num_entities, known, generator)
+            negatives = self.sampler.sample(anchors, relations, side, num_entities, known, generator, model)
             corruptions.append(Corruption(side, rows, negatives))
         return corruptions

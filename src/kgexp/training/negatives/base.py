@@ -1,0 +1,78 @@
+"""What every negative sampler provides, and the filtering redraw they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kgexp.data.filter_index import FilterIndex, SideIndex
+from kgexp.data.graph import KnowledgeGraph
+from kgexp.models.base import KGEModel
+from kgexp.sides import Side
+
+
+@dataclass
+class SamplerSetup:
+    """What a sampler may prepare from before training: the graph, a cache folder, the run's seed."""
+
+    graph: KnowledgeGraph
+    cache_dir: Path
+    seed: int
+
+
+class Sampler:
+    """Draws ``num_negatives`` entity ids per query ``(anchor, relation, side)``."""
+
+    def __init__(self, num_negatives: int, filtered: bool, max_redraws: int):
+        if num_negatives <= 0:
+            raise ValueError(f"sampler.num_negatives must be a positive integer, got {num_negatives}")
+        if max_redraws < 0:
+            raise ValueError(f"sampler.max_redraws must be a non-negative integer, got {max_redraws}")
+        self.num_negatives, self.filtered, self.max_redraws = num_negatives, filtered, max_redraws
+
+    def fit(self, setup: SamplerSetup) -> None:
+        """Prepare from the training graph (neighbourhoods, caches); nothing by default."""
+
+    def sample(
+        self,
+        anchors: Tensor,
+        relations: Tensor,
+        side: Side,
+        num_entities: int,
+        known: FilterIndex | None,
+        generator: torch.Generator,
+        model: KGEModel | None = None,
+    ) -> Tensor:
+        """``(len(anchors), num_negatives)`` int64 entity ids."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """State that a checkpoint must carry to resume sampling (NSCaching's caches)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+def redraw_known(
+    ids: Tensor,
+    anchors: Tensor,
+    relations: Tensor,
+    index: SideIndex,
+    draw: Callable[[Tensor], Tensor],
+    max_redraws: int,
+) -> None:
+    """Replace, in place and at most ``max_redraws`` times, the ids that form a known triple.
+
+    ``draw(rows)`` returns one new id for each bad slot, given the query row of each.
+    """
+    for _ in range(max_redraws):
+        bad = index.contains(anchors, relations, ids)
+        if not bad.any():
+            return
+        ids[bad] = draw(bad.nonzero()[:, 0])
