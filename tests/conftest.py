@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -9,6 +10,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
+
+from kgexp.data.graph import KnowledgeGraph
+from kgexp.training.negatives import SamplerSetup
 
 os.environ.setdefault("KGEXP_CACHE_DIR", tempfile.mkdtemp(prefix="kgexp-test-cache-"))
 os.environ["WANDB_MODE"] = "offline"
@@ -33,3 +38,15 @@ def run_kgexp(*args: str, cwd: Path, check: bool = True) -> subprocess.Completed
     if check and result.returncode != 0:
         raise AssertionError(f"kgexp {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
+
+
+def sampler_setup(
+    train: torch.Tensor, num_entities: int, num_relations: int, cache_dir: Path, seed: int = 0
+) -> SamplerSetup:
+    """What a sampler's ``fit`` gets, for a toy graph of training triples only."""
+    splits = {"train": train, "valid": train[:0], "test": train[:0]}
+    fingerprint = hashlib.sha256(train.numpy().tobytes()).hexdigest()[:16]
+    entities = [f"e{i}" for i in range(num_entities)]
+    relations = [f"r{i}" for i in range(num_relations)]
+    graph = KnowledgeGraph("toy", entities, relations, splits, fingerprint)
+    return SamplerSetup(graph, cache_dir, seed)

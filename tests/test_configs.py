@@ -86,6 +86,15 @@ def test_dataset_registry_matches_config_group():
         ("mi=jsd mi.key_head=identity mi.width=7", "mi.key_head"),
         ("mi=mine mi.ema_rate=0", "mi.ema_rate"),
         ("mi=infonce +mi.heads=3", "mi.heads"),
+        ("sampler=sans sampler.hops=0", "sampler.hops"),
+        ("sampler=sans sampler.neighbourhood=ball", "sampler.neighbourhood"),
+        ("sampler=rw_sans sampler.walks=0", "sampler.walks"),
+        ("sampler=rw_sans sampler.walk_mode=lazy", "sampler.walk_mode"),
+        ("sampler=nscaching sampler.cache_size=0", "sampler.cache_size"),
+        ("sampler=nscaching sampler.refresh=random", "sampler.refresh"),
+        ("sampler=nscaching sampler.temperature=0", "sampler.temperature"),
+        ("sampler=emu sampler.base=nope", "sampler.base"),
+        ("sampler=emu sampler.base=rw_sans +sampler.hopz=2", "sampler.hopz"),
     ],
 )
 def test_nonsense_hyperparameters_name_the_key(override, key):

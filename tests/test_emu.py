@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import sampler_setup
 
-from kgexp.build import build_negatives
+from kgexp.build import BASE_SAMPLERS, build_negatives
+from kgexp.data.filter_index import FilterIndex
 from kgexp.models import MODELS
 from kgexp.training.emu import EMU, EmbeddingMutation, EMULoss, MixTowardsPositive, bernoulli_bits
 from kgexp.training.losses import SoftmaxCrossEntropy
@@ -263,8 +265,8 @@ def test_resample_draws_fresh_negatives_for_the_emu_term():
 
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))
-@pytest.mark.parametrize("base", ["uniform", "bernoulli"])
-def test_sampler_emu_composes_with_every_model_and_base_sampler(model_name, base):
+@pytest.mark.parametrize("base", sorted(BASE_SAMPLERS))
+def test_sampler_emu_composes_with_every_model_and_base_sampler(model_name, base, tmp_path):
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create(
@@ -276,12 +278,11 @@ def test_sampler_emu_composes_with_every_model_and_base_sampler(model_name, base
     module = make_module(model_name, emu)
     module.negatives = negatives
     train = torch.tensor([[0, 1, 2], [3, 2, 4], [5, 0, 6], [7, 3, 8]])
-    negatives.fit(train, 4)
-    from kgexp.data.filter_index import FilterIndex
-
+    negatives.fit(sampler_setup(train, 30, 4, tmp_path))
     module.train_index = FilterIndex(train, 30, 4)
     total = 0.0
-    for corruption in negatives.corrupt(train, 0, 30, module.train_index, module.generator):
+    model = module.model
+    for corruption in negatives.corrupt(train, 0, 30, module.train_index, module.generator, model):
         loss = module._corruption_loss(train[corruption.rows], torch.ones(len(corruption.rows)), corruption)
         loss.backward()
         total += loss.item()

@@ -12,7 +12,7 @@ from kgexp.data.datamodule import KGDataModule
 from kgexp.models import DistMult
 from kgexp.training.losses import SoftmaxCrossEntropy
 from kgexp.training.module import LinkPredictionModule
-from kgexp.training.negatives import NegativeSampling, UniformSampler
+from kgexp.training.negatives import NegativeSampling, NSCachingSampler, RWSANSSampler, UniformSampler
 from kgexp.training.optim import OptimizerSwitch
 
 
@@ -112,3 +112,42 @@ def test_resuming_after_the_switch_restores_the_adam_state(toy_dataset, tmp_path
     assert type(optimizer).__name__ == "Adam"
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
     assert all(state["step"] == 5 for state in optimizer.state.values())  # 3 steps before, 2 after resuming
+
+
+def test_checkpoint_carries_the_nscaching_caches_and_resuming_restores_them(toy_dataset, tmp_path):
+    def module_with_caches():
+        module = make_module(None)
+        module.negatives = NegativeSampling(NSCachingSampler(5, cache_size=4, candidates=4))
+        return module
+
+    module = module_with_caches()
+    trainer = fit(module, toy_dataset, tmp_path, max_steps=5)
+    caches = {side: cache.clone() for side, cache in module.negatives.sampler.caches.items()}
+    path = tmp_path / "nscaching.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=False)["kgexp"]["sampler"]
+    assert torch.equal(saved["tail_cache"], caches["tail"]) and torch.equal(
+        saved["head_cache"], caches["head"]
+    )
+
+    restored = []
+
+    class Spy(NSCachingSampler):
+        def load_state_dict(self, state):
+            super().load_state_dict(state)
+            restored.append({side: cache.clone() for side, cache in self.caches.items()})
+
+    resumed = make_module(None)
+    resumed.negatives = NegativeSampling(Spy(5, cache_size=4, candidates=4))
+    fit(resumed, toy_dataset, tmp_path, max_steps=6, ckpt_path=path)
+    assert torch.equal(restored[0]["tail"], caches["tail"]) and torch.equal(
+        restored[0]["head"], caches["head"]
+    )
+
+
+def test_structured_samplers_cache_their_neighbourhood_in_the_dataset_cache(toy_dataset, tmp_path):
+    module = make_module(None)
+    module.negatives = NegativeSampling(RWSANSSampler(5, hops=2, walks=10))
+    fit(module, toy_dataset, tmp_path, max_steps=2)
+    files = list((tmp_path / "cache" / "neighbourhoods").glob("*-rwsans-k2-w10-restart-seed0-v1.pt"))
+    assert len(files) == 1

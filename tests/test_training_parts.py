@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import sampler_setup
 
 from kgexp.data.filter_index import FilterIndex
 from kgexp.models import ComplEx, DistMult
@@ -311,9 +312,9 @@ def test_both_sides():
             assert c.negatives.shape == (7, 3)
 
 
-def test_bernoulli_partitions_rows_with_fitted_probabilities():
+def test_bernoulli_partitions_rows_with_fitted_probabilities(tmp_path):
     ns = NegativeSampling(UniformSampler(2), "bernoulli")
-    ns.fit(torch.tensor(TINY), 3)
+    ns.fit(sampler_setup(torch.tensor(TINY), 5, 3, tmp_path))
     assert ns.head_probability[:2].tolist() == pytest.approx([0.6, 0.25], abs=1e-6)
     n = 8000
     triples = batch(n, [0, 1])
@@ -353,12 +354,12 @@ def test_bernoulli_extreme_probabilities():
     assert only[0].rows.tolist() == list(range(50))
 
 
-def test_bernoulli_near_one_relation_is_head_corrupted():
+def test_bernoulli_near_one_relation_is_head_corrupted(tmp_path):
     # relation 0: head 0 with N tails, P = N / (N + 1); relation 1: N heads and one tail, P = 1 / (N + 1)
     n = 20000
     train = [(0, 0, t) for t in range(1, n + 1)] + [(h, 1, 0) for h in range(1, n + 1)]
     ns = NegativeSampling(UniformSampler(1), "bernoulli")
-    ns.fit(torch.tensor(train), 2)
+    ns.fit(sampler_setup(torch.tensor(train), n + 1, 2, tmp_path))
     assert ns.head_probability[0].item() == pytest.approx(n / (n + 1), abs=1e-7)
     assert ns.head_probability[1].item() == pytest.approx(1 / (n + 1), abs=1e-7)
     triples = torch.tensor([(0, 0, 1)] * 200 + [(1, 1, 0)] * 200)

@@ -76,3 +76,28 @@ def redraw_known(
         if not bad.any():
             return
         ids[bad] = draw(bad.nonzero()[:, 0])
+
+
+def uniform_unknown(
+    anchors: Tensor, relations: Tensor, index: SideIndex, num_entities: int, generator: torch.Generator
+) -> Tensor:
+    """One id per query, uniform over the entities that are not a known answer of it (exactly, without
+    redraws); uniform over all entities for a query whose answers are every entity.
+
+    The u-th unknown id is ``u + j``, with j the number of sorted answers ``a_i`` such that ``a_i - i <= u``.
+    """
+    rows, answers = index.answer_pairs(anchors, relations)
+    counts = torch.bincount(rows, minlength=len(anchors))
+    first = torch.cumsum(counts, 0) - counts
+    free = num_entities - counts
+    draw = torch.rand(len(anchors), generator=generator, device=anchors.device, dtype=torch.float64)
+    exhausted = free <= 0
+    span = torch.where(exhausted, num_entities, free)
+    u = torch.minimum((draw * span).long(), span - 1)
+    if len(rows) == 0:
+        return u
+    shifted = answers - (torch.arange(len(rows), device=rows.device) - first[rows])  # a_i - i per row
+    keys = rows * num_entities + shifted  # sorted: rows ascend, a_i - i is non-decreasing in a row
+    queries = torch.arange(len(anchors), device=anchors.device) * num_entities + u
+    below = torch.searchsorted(keys, queries, right=True) - first
+    return torch.where(exhausted, u, u + below)

@@ -18,7 +18,7 @@ from kgexp.data.neighbourhoods import (
 )
 from kgexp.models.base import KGEModel
 from kgexp.sides import Side
-from kgexp.training.negatives.base import Sampler, SamplerSetup, redraw_known
+from kgexp.training.negatives.base import Sampler, SamplerSetup, redraw_known, uniform_unknown
 
 
 class NeighbourhoodSampler(Sampler):
@@ -27,7 +27,8 @@ class NeighbourhoodSampler(Sampler):
 
     Filtering redraws known training answers from the same neighbourhood ``max_redraws`` times, then
     draws each remaining slot exactly from the neighbourhood minus the known answers; where nothing is
-    left (or the entity has no neighbourhood) it falls back to uniform ids, as the reference does.
+    left it falls back, as the reference does, to uniform ids (exactly the unknown ones). An entity
+    without a neighbourhood gets uniform ids.
     """
 
     def __init__(self, num_negatives: int, filtered: bool = True, max_redraws: int = 10):
@@ -125,16 +126,10 @@ class NeighbourhoodSampler(Sampler):
         first_allowed = (torch.cumsum(per_query, 0) - per_query)[slot_query]
         pick = uniform_offsets(count, generator)
         chosen = entity[(first_allowed + pick).clamp_max(len(entity) - 1)] if len(entity) else None
-        fallback = torch.randint(num_entities, (len(slot_rows), 1), generator=generator, device=rows.device)
-        slot_anchors, slot_relations = anchors[slot_rows], relations[slot_rows]
-
-        def uniform(bad_rows: Tensor) -> Tensor:
-            return torch.randint(num_entities, bad_rows.shape, generator=generator, device=rows.device)
-
-        redraw_known(fallback, slot_anchors, slot_relations, index, uniform, self.max_redraws)
+        fallback = uniform_unknown(anchors[slot_rows], relations[slot_rows], index, num_entities, generator)
         if chosen is None:
-            return fallback.squeeze(1)
-        return torch.where(count > 0, chosen, fallback.squeeze(1))
+            return fallback
+        return torch.where(count > 0, chosen, fallback)
 
 
 class SANSSampler(NeighbourhoodSampler):
