@@ -16,7 +16,7 @@ from kgexp.data.graph import load_graph
 from kgexp.data.neighbourhoods import k_hop, random_walks
 from kgexp.models import MODELS, DistMult
 from kgexp.sides import HEAD, TAIL
-from kgexp.training.losses import SoftmaxCrossEntropy
+from kgexp.training.losses import LOSSES, SoftmaxCrossEntropy
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import (
     NegativeSampling,
@@ -392,3 +392,21 @@ def test_uniform_unknown_is_uniform_over_the_entities_that_are_not_known_answers
         counts = np.bincount(ids[row].numpy(), minlength=num_entities)[sorted(allowed)]
         expected = 3000 / len(allowed)
         assert np.all(np.abs(counts - expected) < 6 * np.sqrt(expected))
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+@pytest.mark.parametrize("sampler_name", sorted(SAMPLERS))
+def test_every_sampler_trains_with_every_loss(loss_name, sampler_name, tmp_path):
+    train = random_train(30, 60, 2)
+    negatives = NegativeSampling(SAMPLERS[sampler_name](), "alternate")
+    negatives.fit(sampler_setup(train, 30, 3, tmp_path))
+    model = MODELS["rotate"](30, 3, dim=8)
+    module = LinkPredictionModule(model, negatives, LOSSES[loss_name](), None, {"name": "adam", "lr": 0.1})
+    module.train_index = FilterIndex(train, 30, 3)
+    module.generator = generator(1)
+    for step in range(2):
+        for corruption in negatives.corrupt(train, step, 30, module.train_index, module.generator, model):
+            loss = module._corruption_loss(train[corruption.rows], torch.rand(len(train)), corruption)
+            loss.backward()
+            assert torch.isfinite(loss)
+    assert model.entity.weight.grad.abs().sum() > 0
