@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import struct
 from pathlib import Path
@@ -234,3 +235,64 @@ def test_multirun_writes_one_folder_per_job(tmp_path):
     for job, model in enumerate(("distmult", "complex")):
         assert "test/mrr" in metrics_of(sweep / str(job))
         assert f"name: {model}" in (sweep / str(job) / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("model", ["distmult"])
+def test_category_and_relation_metrics_add_up_to_the_overall_ones(runs, model):
+    metrics = metrics_of(runs[model])
+    categories = [c for c in ("1-1", "1-N", "N-1", "N-N") if f"test/{c}/queries" in metrics]
+    assert categories
+    for side in ("head/", "tail/", ""):
+        total = sum(metrics[f"test/{c}/{side}queries"] for c in categories)
+        weighted = sum(
+            metrics[f"test/{c}/{side}mrr"] * metrics[f"test/{c}/{side}queries"] for c in categories
+        )
+        assert weighted / total == pytest.approx(metrics[f"test/{side}mrr"], rel=1e-9)
+    with (runs[model] / "relations.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 46  # UMLS relations
+    for side in ("head", "tail"):
+        queries = sum(int(r[f"{side}_queries"]) for r in rows)
+        weighted = sum(float(r[f"{side}_mrr"]) * int(r[f"{side}_queries"]) for r in rows if r[f"{side}_mrr"])
+        assert weighted / queries == pytest.approx(metrics[f"test/{side}/mrr"], rel=1e-5)
+
+
+def test_a_run_stopped_early_tests_the_best_weights_not_the_last(tmp_path):
+    # Selecting the *lowest* validation MRR makes the first check the best one; early stopping with
+    # patience 1 then stops the run at the second check, so "best" and "last" differ.
+    run_dir = tmp_path / "early"
+    overrides = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
+    run_kgexp(
+        *overrides,
+        "model=distmult",
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=1",
+        "selection.mode=min",
+        "trainer.max_steps=400",
+        "trainer.val_check_interval=20",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["global_step"] == 40  # stopped at the second check, long before max_steps
+    assert info["best_checkpoint"].endswith("best.ckpt")
+    with (run_dir / "csv" / "metrics.csv").open() as handle:
+        checks = [float(row["val/mrr"]) for row in csv.DictReader(handle) if row.get("val/mrr")]
+    first, second = checks[:2]  # the two checks during training; then the validation of the best weights
+    assert second > first + 0.01
+    trained = metrics_of(run_dir)
+    assert trained["val/mrr"] == pytest.approx(first, abs=1e-6)
+    out = tmp_path / "evaluate-best"
+    run_kgexp(
+        "evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={out}", cwd=tmp_path
+    )
+    assert trained["test/mrr"] == pytest.approx(metrics_of(out)["test/mrr"], abs=1e-9)
+
+
+def test_selection_on_a_metric_validation_does_not_log_fails_before_training(tmp_path):
+    result = run_kgexp(
+        "selection.monitor=val/hit@10", f"hydra.run.dir={tmp_path / 'x'}", cwd=tmp_path, check=False
+    )
+    assert result.returncode != 0
+    assert "selection.monitor must be one of val/head/mrr" in result.stderr
+    assert not (tmp_path / "x" / "checkpoints").exists()

@@ -8,7 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kgexp.choices import check_choice
 from kgexp.data.datamodule import KGDataModule
+from kgexp.evaluation.metrics import METRIC_NAMES
 from kgexp.mi import MutualInformation
 from kgexp.models import MODELS, KGEModel
 from kgexp.training.emu import EMU
@@ -62,6 +64,15 @@ def _lookup(registry: Mapping[str, type], key: str, name: str) -> type:
     if name not in registry:
         raise ValueError(f"{key}.name: unknown choice {name!r}; valid choices: {', '.join(registry)}")
     return registry[name]
+
+
+def check_selection(cfg: DictConfig) -> None:
+    """``selection.monitor`` must be a metric that validation logs, ``selection.mode`` min or max."""
+    node = cfg.get("selection")
+    if node is None:
+        return
+    check_choice("selection.monitor", node.monitor, [f"val/{name}" for name in METRIC_NAMES])
+    check_choice("selection.mode", node.mode, ("max", "min"))
 
 
 def build_datamodule(cfg: DictConfig) -> KGDataModule:

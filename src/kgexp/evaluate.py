@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgexp.atomic import write_json
 from kgexp.build import build_datamodule
+from kgexp.evaluation.relations import write_relation_csv
 from kgexp.loading import load_module
 from kgexp.train import format_metrics
 
@@ -28,5 +29,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         for result in stage(module, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in result.items()})
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)
+    write_relation_csv(Path(cfg.output_dir) / "relations.csv", module.relation_table)
     log.info("test metrics: %s", format_metrics(metrics, "test/"))
     return metrics

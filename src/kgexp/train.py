@@ -13,8 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kgexp.atomic import atomic_path, write_json
-from kgexp.build import build_datamodule, build_module
+from kgexp.build import build_datamodule, build_module, check_selection
 from kgexp.checkpointing import AtomicCheckpointIO
+from kgexp.evaluation.relations import write_relation_csv
 from kgexp.run_info import collect
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Batches are slices of in-memory tensors: worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     started = time.perf_counter()
+    check_selection(cfg)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, output_dir)
@@ -84,6 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 metrics.update({k: float(v) for k, v in result.items()})
         if trainer.is_global_zero:
             write_json(output_dir / "metrics.json", metrics)
+            write_relation_csv(output_dir / "relations.csv", module.relation_table)
             info = collect(
                 seed=cfg.seed,
                 device=str(module.device),

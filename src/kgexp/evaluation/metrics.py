@@ -48,14 +48,25 @@ class RankMetrics(Metric):
             self.sums[side_index, type_index] += row
 
     def compute(self) -> dict[str, Tensor]:
-        results = {}
         per_side = {side: self.sums[i] for i, side in enumerate(BOTH_SIDES)}
         per_side[None] = self.sums.sum(0)
-        for side, sums in per_side.items():
-            for type_index, rank_type in enumerate(RANK_TYPES):
-                count = sums[type_index, -1].clamp_min(1)
-                prefix = "/".join(p for p in (side, None if rank_type == "realistic" else rank_type) if p)
-                for stat_index, stat in enumerate(_STATS[:-1]):
-                    key = f"{prefix}/{stat}" if prefix else stat
-                    results[key] = sums[type_index, stat_index] / count
+        results = {}
+        for key, side, type_index, stat_index in _metric_keys():
+            sums = per_side[side][type_index]
+            results[key] = sums[stat_index] / sums[-1].clamp_min(1)
         return results
+
+
+def _metric_keys() -> list[tuple[str, Side | None, int, int]]:
+    """``(name, side, rank type index, statistic index)`` of every metric :class:`RankMetrics` returns."""
+    keys = []
+    for side in (*BOTH_SIDES, None):
+        for type_index, rank_type in enumerate(RANK_TYPES):
+            prefix = "/".join(p for p in (side, None if rank_type == "realistic" else rank_type) if p)
+            for stat_index, stat in enumerate(_STATS[:-1]):
+                keys.append((f"{prefix}/{stat}" if prefix else stat, side, type_index, stat_index))
+    return keys
+
+
+#: Every metric name of :class:`RankMetrics`, e.g. ``mrr``, ``head/mrr``, ``optimistic/hits@10``.
+METRIC_NAMES = tuple(key for key, *_ in _metric_keys())

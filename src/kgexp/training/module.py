@@ -9,8 +9,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from kgexp.data.statistics import relation_cardinalities, relation_categories
 from kgexp.evaluation.metrics import RankMetrics
 from kgexp.evaluation.ranking import rank_queries
+from kgexp.evaluation.relations import RelationRankMetrics, category_metrics, relation_rows
 from kgexp.mi import MutualInformation
 from kgexp.models.base import KGEModel
 from kgexp.sides import BOTH_SIDES, split_query
@@ -50,6 +52,8 @@ class LinkPredictionModule(pl.LightningModule):
         self.optimizer_config, self.switch, self.emu, self.seed = optimizer, switch, emu, seed
         self.mi = mi  # a submodule: its heads train with the model; ranking never uses them
         self.val_metrics, self.test_metrics = RankMetrics(), RankMetrics()
+        self.test_relation_metrics = RelationRankMetrics(model.num_relations)
+        self.relation_table: list[dict[str, object]] | None = None  # per-relation test metrics, for a CSV
         self.generator: torch.Generator | None = None
         self.vocabulary: dict[str, list[str]] | None = None
 
@@ -59,6 +63,8 @@ class LinkPredictionModule(pl.LightningModule):
         graph = datamodule.graph
         self.vocabulary = {"entities": graph.entities, "relations": graph.relations}
         self.filter_index, self.train_index = datamodule.filter_index, datamodule.train_index
+        self.relation_statistics = relation_cardinalities(graph.train, graph.num_relations)
+        self.relation_categories = relation_categories(graph.train, graph.num_relations)
         if stage == "fit":
             self.negatives.fit(SamplerSetup(graph, datamodule.cache_root, self.seed))
 
@@ -128,15 +134,20 @@ class LinkPredictionModule(pl.LightningModule):
         return build_optimizer(self.parameters(), **self.optimizer_config)
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _evaluate(self, triples: Tensor, metrics: RankMetrics) -> None:
+    def _evaluate(
+        self, triples: Tensor, metrics: RankMetrics, per_relation: RelationRankMetrics | None = None
+    ) -> None:
         for side in BOTH_SIDES:
-            metrics.update(rank_queries(self.model, triples, side, self.filter_index), side)
+            ranks = rank_queries(self.model, triples, side, self.filter_index)
+            metrics.update(ranks, side)
+            if per_relation is not None:
+                per_relation.update(ranks, triples[:, 1], side)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
+        self._evaluate(batch, self.test_metrics, self.test_relation_metrics)
 
     def _log_metrics(self, prefix: str, metrics: RankMetrics) -> dict[str, Tensor]:
         values = {f"{prefix}/{k}": v for k, v in metrics.compute().items()}
@@ -152,6 +163,12 @@ class LinkPredictionModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
+        sums = self.test_relation_metrics.compute()
+        by_category = category_metrics(sums, self.relation_categories)
+        self.log_dict({f"test/{k}": v for k, v in by_category.items()})
+        labels = self.vocabulary["relations"] if self.vocabulary else [str(r) for r in range(len(sums))]
+        self.relation_table = relation_rows(sums, self.relation_categories, *self.relation_statistics, labels)
+        self.test_relation_metrics.reset()
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

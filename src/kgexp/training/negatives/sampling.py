@@ -9,6 +9,7 @@ from torch import Tensor
 
 from kgexp.choices import check_choice
 from kgexp.data.filter_index import FilterIndex
+from kgexp.data.statistics import relation_cardinalities
 from kgexp.models.base import KGEModel
 from kgexp.sides import HEAD, TAIL, Side, split_query
 from kgexp.training.negatives.base import Sampler, SamplerSetup
@@ -27,12 +28,7 @@ class Corruption:
 
 def bernoulli_head_probability(train: Tensor, num_relations: int) -> Tensor:
     """P(corrupt the head) per relation = tph / (tph + hpt) (Wang et al. 2014), from training triples."""
-    h, r, t = train.unbind(1)
-    pairs_hr = torch.unique(torch.stack([r, h], 1), dim=0)
-    pairs_rt = torch.unique(torch.stack([r, t], 1), dim=0)
-    triples_per_relation = torch.bincount(r, minlength=num_relations).double()
-    tph = triples_per_relation / torch.bincount(pairs_hr[:, 0], minlength=num_relations).clamp_min(1)
-    hpt = triples_per_relation / torch.bincount(pairs_rt[:, 0], minlength=num_relations).clamp_min(1)
+    _, tph, hpt = relation_cardinalities(train, num_relations)
     return (tph / (tph + hpt).clamp_min(1e-12)).float()
 
 

@@ -1,0 +1,29 @@
+"""Per-relation statistics of the training triples: tails per head, heads per tail, categories."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: Bordes et al. (2013): 1-1, 1-N (many tails per head), N-1 (many heads per tail), N-N.
+CATEGORIES = ("1-1", "1-N", "N-1", "N-N")
+
+
+def relation_cardinalities(train: Tensor, num_relations: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per relation: training triples, tails per head (tph) and heads per tail (hpt), as float64.
+
+    tph = triples / distinct heads, hpt = triples / distinct tails; both are 0 for an unused relation.
+    """
+    h, r, t = train.unbind(1)
+    triples = torch.bincount(r, minlength=num_relations).double()
+    pairs_hr = torch.unique(torch.stack([r, h], 1), dim=0)
+    pairs_rt = torch.unique(torch.stack([r, t], 1), dim=0)
+    tph = triples / torch.bincount(pairs_hr[:, 0], minlength=num_relations).clamp_min(1)
+    hpt = triples / torch.bincount(pairs_rt[:, 0], minlength=num_relations).clamp_min(1)
+    return triples, tph, hpt
+
+
+def relation_categories(train: Tensor, num_relations: int, threshold: float = 1.5) -> Tensor:
+    """Index into :data:`CATEGORIES` per relation: 1-N when tph >= threshold > hpt, and so on."""
+    _, tph, hpt = relation_cardinalities(train, num_relations)
+    return (tph >= threshold).long() + 2 * (hpt >= threshold).long()
