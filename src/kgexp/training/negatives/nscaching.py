@@ -128,7 +128,8 @@ class NSCachingSampler(Sampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for side in BOTH_SIDES:
             if f"{side}_cache" in state:
-                self.caches[side] = state[f"{side}_cache"].to(self.caches[side].device)
+                device = self.caches[side].device if side in self.caches else "cpu"
+                self.caches[side] = state[f"{side}_cache"].to(device)
 
 
 def _first_occurrences(values: Tensor) -> tuple[Tensor, Tensor]:
