@@ -296,3 +296,20 @@ def test_selection_on_a_metric_validation_does_not_log_fails_before_training(tmp
     assert result.returncode != 0
     assert "selection.monitor must be one of val/head/mrr" in result.stderr
     assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_analyze_writes_its_pictures_and_tables_into_the_run(runs, model):
+    run_dir = runs[model]
+    run_kgexp("analyze", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", "num_queries=100", cwd=run_dir)
+    out = run_dir / "analysis"
+    with (out / "hardness.csv").open() as handle:
+        rows = {row["sampler"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == ["uniform", "bernoulli", "sans", "rw_sans", "nscaching", "emu", "mixup"]
+    assert all(float(row["count"]) == 100 * 64 for row in rows.values())
+    assert float(rows["emu"]["mean"]) > float(rows["uniform"]["mean"])  # EMU Fig. 4
+    for picture in ("negative_similarity.png", "negatives_pca.png"):
+        assert (out / picture).read_bytes()[:4] == b"\x89PNG"
+    geometry = json.loads((out / "geometry.json").read_text())
+    assert -1 <= geometry["intra_group_cosine"]["hr_tails"] <= 1
+    assert "intra-group cosine" in (out / "cli.log").read_text()

@@ -151,3 +151,26 @@ def test_structured_samplers_cache_their_neighbourhood_in_the_dataset_cache(toy_
     fit(module, toy_dataset, tmp_path, max_steps=2)
     files = list((tmp_path / "cache" / "neighbourhoods").glob("*-rwsans-k2-w10-restart-seed0-v1.pt"))
     assert len(files) == 1
+
+
+def test_validation_logs_intra_group_similarity_when_mi_is_on(toy_dataset, tmp_path):
+    from kgexp.analysis.geometry import intra_group_similarity
+    from kgexp.mi import MutualInformation
+
+    for with_mi in (True, False):
+        module = make_module(None)
+        if with_mi:
+            module.mi = MutualInformation(8, 8, name="infonce")
+        datamodule = fit(module, toy_dataset, tmp_path / str(with_mi), max_steps=3).datamodule
+        trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        logged = trainer.callback_metrics
+        if not with_mi:
+            assert "val/intra_group/hr_tails" not in logged
+            continue
+        graph = datamodule.graph
+        expected = intra_group_similarity(
+            module.model.entity.weight.detach(), graph.train, graph.num_relations
+        )
+        for key in ("hr_tails", "relation_tails"):
+            assert float(logged[f"val/intra_group/{key}"]) == pytest.approx(expected[key], rel=1e-5)

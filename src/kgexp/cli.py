@@ -1,4 +1,4 @@
-"""The ``kgexp`` command: ``kgexp [train] ...``, ``kgexp evaluate ckpt=...``, ``kgexp export ...``."""
+"""The ``kgexp`` command: ``kgexp [train] ...``, ``kgexp evaluate|analyze ckpt=...``, ``kgexp export ...``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def config_dir() -> str:
@@ -32,6 +32,13 @@ def evaluate_command(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="analyze")
+def analyze_command(cfg: DictConfig) -> None:
+    from kgexp.analyze import analyze
+
+    analyze(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
 def export_command(cfg: DictConfig) -> None:
     from kgexp.export import export
@@ -39,10 +46,22 @@ def export_command(cfg: DictConfig) -> None:
     export(cfg.ckpt, cfg.out)
 
 
-COMMANDS = {"train": train_command, "evaluate": evaluate_command, "export": export_command}
+COMMANDS = {
+    "train": train_command,
+    "evaluate": evaluate_command,
+    "analyze": analyze_command,
+    "export": export_command,
+}
+
+
+def analysis_dir(ckpt: str) -> str:
+    """``<run>/analysis`` for a checkpoint at ``<run>/checkpoints/<name>.ckpt``: where analyze writes."""
+    return str(Path(ckpt).expanduser().resolve().parent.parent / "analysis")
 
 
 def main() -> None:
+    if not OmegaConf.has_resolver("kgexp_analysis_dir"):
+        OmegaConf.register_new_resolver("kgexp_analysis_dir", analysis_dir)
     command = "train"
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         command = sys.argv.pop(1)

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from kgexp.analysis.geometry import intra_group_similarity
 from kgexp.data.statistics import relation_cardinalities, relation_categories
 from kgexp.evaluation.metrics import RankMetrics
 from kgexp.evaluation.ranking import rank_queries
@@ -63,6 +64,7 @@ class LinkPredictionModule(pl.LightningModule):
         graph = datamodule.graph
         self.vocabulary = {"entities": graph.entities, "relations": graph.relations}
         self.filter_index, self.train_index = datamodule.filter_index, datamodule.train_index
+        self.train_triples = graph.train
         self.relation_statistics = relation_cardinalities(graph.train, graph.num_relations)
         self.relation_categories = relation_categories(graph.train, graph.num_relations)
         if stage == "fit":
@@ -157,6 +159,10 @@ class LinkPredictionModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_metrics("val", self.val_metrics)
+        if self.mi is not None:  # the MI paper's claim: lower similarity within groups of answers
+            entity = self.model.entity.weight.detach().cpu()
+            similarity = intra_group_similarity(entity, self.train_triples, self.model.num_relations)
+            self.log_dict({f"val/intra_group/{k}": v for k, v in similarity.items()})
         if not self.trainer.sanity_checking:
             summary = "  ".join(f"{k}={values[k]:.4f}" for k in ("val/mrr", "val/hits@1", "val/hits@10"))
             log.info("step %d: %s", self.global_step, summary)
