@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from kgexp.build import build_datamodule, build_module
+from kgexp.build import build_datamodule, build_module, check_selection
 from kgexp.cli import config_dir
 from kgexp.data.registry import DATASETS
 
@@ -146,3 +146,23 @@ def test_every_value_an_experiment_sets_wins_over_the_defaults(experiment):
     cfg = compose_config(f"experiment={experiment}")
     for path, value in _leaves(own):
         assert OmegaConf.select(cfg, path) == value, path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "valid"),
+    [
+        (["selection.monitor=val/hits@10"], True),
+        (["selection.monitor=val/mr", "selection.mode=min"], True),
+        (["selection.monitor=val/hit@10"], False),
+        (["selection.mode=lowest"], False),
+        (["selection.monitor=val/intra_group/hr_tails"], False),
+        (["selection.monitor=val/intra_group/hr_tails", "mi=infonce", "selection.mode=min"], True),
+    ],
+)
+def test_selection_accepts_exactly_the_metrics_validation_logs(overrides, valid):
+    cfg = compose_config(*overrides)
+    if valid:
+        check_selection(cfg)
+    else:
+        with pytest.raises(ValueError, match=r"selection\.(monitor|mode) must be one of"):
+            check_selection(cfg)

@@ -67,11 +67,15 @@ def _lookup(registry: Mapping[str, type], key: str, name: str) -> type:
 
 
 def check_selection(cfg: DictConfig) -> None:
-    """``selection.monitor`` must be a metric that validation logs, ``selection.mode`` min or max."""
+    """``selection.monitor`` must be a metric that validation logs (intra-group similarity only with MI),
+    ``selection.mode`` min or max."""
     node = cfg.get("selection")
     if node is None:
         return
-    check_choice("selection.monitor", node.monitor, [f"val/{name}" for name in METRIC_NAMES])
+    logged = [f"val/{name}" for name in METRIC_NAMES]
+    if cfg.get("mi") is not None and cfg.mi.name != NONE:
+        logged += ["val/intra_group/hr_tails", "val/intra_group/relation_tails"]
+    check_choice("selection.monitor", node.monitor, logged)
     check_choice("selection.mode", node.mode, ("max", "min"))
 
 
