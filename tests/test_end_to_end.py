@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import struct
 from pathlib import Path
 
@@ -313,3 +314,33 @@ def test_analyze_writes_its_pictures_and_tables_into_the_run(runs, model):
     geometry = json.loads((out / "geometry.json").read_text())
     assert -1 <= geometry["intra_group_cosine"]["hr_tails"] <= 1
     assert "intra-group cosine" in (out / "cli.log").read_text()
+
+
+def test_a_failing_job_neither_stops_nor_corrupts_the_multirun_and_the_report_lists_it(tmp_path):
+    mirror_dataset("nations")
+    sweep = tmp_path / "sweep"
+    result = run_kgexp(
+        "-m",
+        "dataset=nations",
+        "model=distmult",
+        "model.dim=-3,8",  # the first job fails while building its model
+        "seed=0,1",
+        "trainer.max_steps=10",
+        "trainer.val_check_interval=5",
+        "data.batch_size=256",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0
+    statuses = [json.loads((sweep / str(job) / "status.json").read_text())["status"] for job in range(4)]
+    assert statuses == ["failed", "failed", "finished", "finished"]
+    assert "model.dim must be a positive integer" in (sweep / "0" / "error.txt").read_text()
+    assert not (sweep / "0" / "metrics.json").exists()
+    report = run_kgexp("report", str(sweep), cwd=tmp_path)
+    assert "failed job not averaged in" in report.stderr
+    with (sweep / "results.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))  # one group: the two finished seeds of model.dim=8
+    assert (row["model.dim"], row["seeds"], row["jobs"]) == ("8", "0 1", "2")
+    expected = statistics.mean(metrics_of(sweep / str(job))["test/mrr"] for job in (2, 3))
+    assert float(row["test/mrr mean"]) == pytest.approx(expected, abs=1e-12)
+    assert (sweep / "results.md").read_text().count("- failed: `") == 2

@@ -20,9 +20,14 @@ def config_dir() -> str:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def train_command(cfg: DictConfig) -> float | None:
-    from kgexp.train import train
+    """The validation metric of ``selection.monitor`` (what a sweeper optimises); None for a failed job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    return train(cfg).get("val/mrr")
+    from kgexp.train import run_job
+
+    metrics = run_job(cfg, keep_going=HydraConfig.get().mode == RunMode.MULTIRUN)
+    return None if metrics is None else metrics.get(cfg.selection.monitor)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
@@ -62,6 +67,11 @@ def analysis_dir(ckpt: str) -> str:
 def main() -> None:
     if not OmegaConf.has_resolver("kgexp_analysis_dir"):
         OmegaConf.register_new_resolver("kgexp_analysis_dir", analysis_dir)
+    if len(sys.argv) > 1 and sys.argv[1] == "report":  # plain arguments (folders), not Hydra overrides
+        from kgexp.report import main as report_main
+
+        report_main(sys.argv[2:])
+        return
     command = "train"
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         command = sys.argv.pop(1)

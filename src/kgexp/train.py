@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -99,6 +100,30 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info("test metrics: %s", format_metrics(metrics, "test/"))
     finally:
         finish_loggers(loggers)
+    return metrics
+
+
+def run_job(cfg: DictConfig, keep_going: bool) -> dict[str, float] | None:
+    """:func:`train`, with the outcome in ``status.json`` (``running``, ``finished`` or ``failed``).
+
+    A failed job writes its traceback to ``error.txt``; with ``keep_going`` (a multirun) it returns
+    ``None`` instead of raising, so that the other jobs of the sweep still run.
+    """
+    output_dir = Path(cfg.output_dir)
+    write_json(output_dir / "status.json", {"status": "running"})
+    try:
+        metrics = train(cfg)
+    except Exception as error:
+        with atomic_path(output_dir / "error.txt") as tmp:
+            tmp.write_text(traceback.format_exc())
+        write_json(
+            output_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        )
+        if not keep_going:
+            raise
+        log.exception("job failed; the sweep goes on (traceback in %s)", output_dir / "error.txt")
+        return None
+    write_json(output_dir / "status.json", {"status": "finished"})
     return metrics
 
 
