@@ -21,6 +21,7 @@ GROUPS = (
     "loss",
     "regularizer",
     "mi",
+    "setting",
     "optimizer",
     "schedule",
     "trainer",
@@ -50,7 +51,11 @@ def test_every_group_option_composes_and_builds(group, option):
     if option == "custom":
         overrides.append("dataset.path=/some/folder")
     cfg = compose_config(*overrides)
-    assert cfg[group] is not None
+    assert (
+        (cfg.get("recipe") is not None) == (option != "none")
+        if group == "setting"
+        else cfg[group] is not None
+    )
     module = build_module(resolved(cfg), num_entities=12, num_relations=3)
     assert module.model.num_entities == 12
     if group == "dataset":
@@ -143,6 +148,7 @@ def _leaves(node, prefix=""):
 def test_every_value_an_experiment_sets_wins_over_the_defaults(experiment):
     own = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml"))
     own.pop("defaults", None)
+    own.pop("hydra", None)  # a grid's sweep: checked by test_every_job_of_every_grid_composes_and_builds
     cfg = compose_config(f"experiment={experiment}")
     for path, value in _leaves(own):
         assert OmegaConf.select(cfg, path) == value, path
@@ -166,3 +172,60 @@ def test_selection_accepts_exactly_the_metrics_validation_logs(overrides, valid)
     else:
         with pytest.raises(ValueError, match=r"selection\.(monitor|mode) must be one of"):
             check_selection(cfg)
+
+
+# The EMU scripts' values (METHODS.md §1.10), written out independently of conf/setting/.
+EMU_LR = {"transe": 0.05, "distmult": 0.1, "complex": 0.1, "rotate": 0.05}
+BASELINE_L3 = {"transe": 1e-3, "distmult": 1e-5, "complex": 1e-5, "rotate": 1e-3}
+
+
+@pytest.mark.parametrize("model", sorted(EMU_LR))
+@pytest.mark.parametrize("setting", ["uniform", "emu", "san", "san_emu"])
+def test_emu_paper_settings_hold_the_scripts_values(setting, model):
+    cfg = OmegaConf.to_container(
+        resolved(compose_config(f"setting={setting}", f"model={model}")), resolve=True
+    )
+    assert cfg["optimizer"] == {"name": "adagrad", "lr": EMU_LR[model]}
+    assert (cfg["data"]["batch_size"], cfg["sampler"]["num_negatives"], cfg["model"]["dim"]) == (
+        1000,
+        256,
+        100,
+    )
+    assert cfg["schedule"]["name"] == "switch" and cfg["trainer"]["max_steps"] == 100_000
+    baseline = setting in ("uniform", "san")
+    assert cfg["regularizer"]["name"] == ("l3" if baseline else "none")
+    if baseline:
+        assert cfg["regularizer"]["weight"] == BASELINE_L3[model]
+    sampler = cfg["sampler"]
+    base = sampler.get("base", sampler["name"])
+    assert (sampler["name"] == "emu") == (setting in ("emu", "san_emu"))
+    assert base == ("rw_sans" if setting.startswith("san") else "uniform")
+    if setting.startswith("san"):
+        assert sampler.get("walk_mode") == "chained" and sampler.get("filtered", True) is True
+    if setting == "san_emu":
+        assert sampler["resample"] is False and (sampler["hops"], sampler["walks"]) == (3, 1000)
+
+
+def sweep_jobs(experiment: str) -> list[list[str]]:
+    """The overrides of every job of ``experiment``'s sweep, as Hydra's basic sweeper expands them."""
+    import itertools
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        params = compose(
+            "config", overrides=[f"experiment={experiment}"], return_hydra_config=True
+        ).hydra.sweeper.params
+    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    return [[f"experiment={experiment}", *job] for job in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("experiment", [o for o in options("experiment") if o.startswith("grid/")])
+def test_every_job_of_every_grid_composes_and_builds(experiment):
+    jobs = sweep_jobs(experiment)
+    assert len(jobs) == {"grid/emu": 144}.get(experiment, len(jobs))
+    for job in jobs:
+        cfg = compose_config(*job)
+        module = build_module(resolved(cfg), num_entities=12, num_relations=3)
+        chosen = dict(o.split("=", 1) for o in job)
+        assert module.model.name == chosen.get("model", cfg.model.name)
+        assert cfg.dataset.name == chosen.get("dataset", cfg.dataset.name)

@@ -344,3 +344,27 @@ def test_a_failing_job_neither_stops_nor_corrupts_the_multirun_and_the_report_li
     expected = statistics.mean(metrics_of(sweep / str(job))["test/mrr"] for job in (2, 3))
     assert float(row["test/mrr mean"]) == pytest.approx(expected, abs=1e-12)
     assert (sweep / "results.md").read_text().count("- failed: `") == 2
+
+
+def test_smoke_grid_and_its_report(tmp_path):
+    mirror_dataset("nations")
+    sweep = tmp_path / "grid"
+    run_kgexp("-m", "experiment=grid/smoke", "logger=csv", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 8
+    by_group: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        overrides = dict(
+            line[2:].split("=", 1) for line in (job / ".hydra" / "overrides.yaml").read_text().splitlines()
+        )
+        by_group.setdefault((overrides["model"], overrides["setting"]), []).append(
+            metrics_of(job)["test/mrr"]
+        )
+    run_kgexp("report", str(sweep), cwd=tmp_path)
+    with (sweep / "results.csv").open() as handle:
+        rows = {(r["model"], r["setting"]): r for r in csv.DictReader(handle)}
+    assert set(rows) == set(by_group) and len(rows) == 4
+    for key, values in by_group.items():
+        assert float(rows[key]["test/mrr mean"]) == pytest.approx(statistics.mean(values), abs=1e-12)
+        assert float(rows[key]["test/mrr std"]) == pytest.approx(statistics.stdev(values), abs=1e-12)
+    assert (sweep / "results.png").read_bytes()[:4] == b"\x89PNG"
