@@ -344,6 +344,22 @@ def test_a_failing_job_neither_stops_nor_corrupts_the_multirun_and_the_report_li
     expected = statistics.mean(metrics_of(sweep / str(job))["test/mrr"] for job in (2, 3))
     assert float(row["test/mrr mean"]) == pytest.approx(expected, abs=1e-12)
     assert (sweep / "results.md").read_text().count("- failed: `") == 2
+    # The W&B runs of the sweep share a group and carry the grid's axes as tags.
+    from wandb.proto import wandb_internal_pb2
+
+    for job, seed in ((2, 0), (3, 1)):
+        (log_file,) = (sweep / str(job)).glob("wandb/offline-run-*/run-*.wandb")
+        for data in wandb_records(log_file):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            if record.WhichOneof("record_type") == "run":
+                assert record.run.run_group == sweep.as_posix()
+                assert {"dataset=nations", "model=distmult", "sampler=uniform", f"seed={seed}"} <= set(
+                    record.run.tags
+                )
+                break
+        else:
+            raise AssertionError(f"no run record in {log_file}")
 
 
 def test_smoke_grid_and_its_report(tmp_path):

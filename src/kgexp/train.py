@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,11 +32,38 @@ def configure_wandb_environment() -> None:
     os.environ.setdefault("WANDB_CONSOLE", "off")
 
 
-def instantiate_group(node: DictConfig | None) -> list:
-    """Instantiate every entry of a ``callbacks`` or ``logger`` group that has a ``_target_``."""
+def instantiate_group(node: DictConfig | None, extra: dict[str, dict] | None = None) -> list:
+    """Instantiate every entry of a ``callbacks`` or ``logger`` group that has a ``_target_``, with the
+    keyword arguments ``extra[name]`` added to entry ``name``."""
     if not node:
         return []
-    return [instantiate(entry) for entry in node.values() if entry is not None and "_target_" in entry]
+    extra = extra or {}
+    return [
+        instantiate(entry, **extra.get(name, {}))
+        for name, entry in node.items()
+        if entry is not None and "_target_" in entry
+    ]
+
+
+def wandb_grouping(cfg: DictConfig) -> dict[str, object]:
+    """W&B group, name and tags: the jobs of one multirun share a group (its sweep folder) and carry the
+    grid's axes (dataset, model, sampler, mi, setting, seed) as tags, so one dashboard compares them."""
+    sampler = cfg.sampler.name if cfg.sampler.name != "emu" else f"{cfg.sampler.base}+emu"
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    setting = hydra.runtime.choices.get("setting") if hydra is not None else None
+    axes = {
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "sampler": sampler,
+        "mi": cfg.get("mi", {}).get("name", "none"),
+        "setting": None if setting in (None, "none") else setting,
+        "seed": cfg.seed,
+    }
+    tags = [f"{key}={value}" for key, value in axes.items() if value is not None]
+    grouping: dict[str, object] = {"tags": tags, "name": " ".join(tags)}
+    if hydra is not None and hydra.mode == RunMode.MULTIRUN:
+        grouping["group"] = Path(hydra.sweep.dir).as_posix()
+    return grouping
 
 
 def write_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
@@ -67,7 +96,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     configure_wandb_environment()
     callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = instantiate_group(cfg.get("logger"), {"wandb": wandb_grouping(cfg)})
     trainer = pl.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         callbacks=callbacks,
