@@ -229,3 +229,16 @@ def test_every_job_of_every_grid_composes_and_builds(experiment):
         chosen = dict(o.split("=", 1) for o in job)
         assert module.model.name == chosen.get("model", cfg.model.name)
         assert cfg.dataset.name == chosen.get("dataset", cfg.dataset.name)
+
+
+@pytest.mark.parametrize(
+    ("search", "extra"), [("optuna", []), ("optuna_emu", ["sampler=emu"]), ("optuna_mi", ["mi=infonce"])]
+)
+def test_every_searched_parameter_is_a_key_of_the_config(search, extra):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hparams_search={search}", *extra], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and len(params) >= 3
+    for key in params:
+        assert OmegaConf.select(cfg, key) is not None, key

@@ -384,3 +384,48 @@ def test_smoke_grid_and_its_report(tmp_path):
         assert float(rows[key]["test/mrr mean"]) == pytest.approx(statistics.mean(values), abs=1e-12)
         assert float(rows[key]["test/mrr std"]) == pytest.approx(statistics.stdev(values), abs=1e-12)
     assert (sweep / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+TINY_SWEEP = (
+    "dataset=nations",
+    "logger=csv",
+    "model.dim=8",
+    "trainer.max_steps=10",
+    "trainer.val_check_interval=5",
+    "data.batch_size=256",
+)
+
+
+@pytest.mark.parametrize(
+    "launcher", [("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), ("hydra/launcher=submitit_local",)]
+)
+def test_parallel_launchers_run_a_two_job_sweep_like_the_basic_launcher(launcher, tmp_path):
+    mirror_dataset("nations")
+    results = {}
+    for name, extra in (("basic", ()), ("parallel", launcher)):
+        sweep = tmp_path / name
+        run_kgexp("-m", *TINY_SWEEP, "seed=0,1", *extra, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+        results[name] = [metrics_of(sweep / str(job))["test/mrr"] for job in (0, 1)]
+    assert results["parallel"] == pytest.approx(results["basic"], abs=1e-9)  # same seeds, same numbers
+
+
+def test_optuna_search_runs_its_trials_and_reports_the_best_validation_mrr(tmp_path):
+    import yaml
+
+    mirror_dataset("nations")
+    sweep = tmp_path / "search"
+    run_kgexp(
+        "-m",
+        *TINY_SWEEP,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    trials = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(trials) == 3
+    values = [metrics_of(t)["val/mrr"] for t in trials]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(values), abs=1e-9)
+    chosen = yaml.safe_load((trials[values.index(max(values))] / "config.yaml").read_text())
+    assert chosen["optimizer"]["lr"] == pytest.approx(best["best_params"]["optimizer.lr"])

@@ -20,14 +20,15 @@ def config_dir() -> str:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def train_command(cfg: DictConfig) -> float | None:
-    """The validation metric of ``selection.monitor`` (what a sweeper optimises); None for a failed job."""
+    """The validation metric of ``selection.monitor``, what a sweeper optimises (NaN for a failed job:
+    Optuna records the trial as failed and goes on)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from kgexp.train import run_job
 
     metrics = run_job(cfg, keep_going=HydraConfig.get().mode == RunMode.MULTIRUN)
-    return None if metrics is None else metrics.get(cfg.selection.monitor)
+    return float("nan") if metrics is None else metrics.get(cfg.selection.monitor)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
