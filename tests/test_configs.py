@@ -222,7 +222,7 @@ def sweep_jobs(experiment: str) -> list[list[str]]:
 @pytest.mark.parametrize("experiment", [o for o in options("experiment") if o.startswith("grid/")])
 def test_every_job_of_every_grid_composes_and_builds(experiment):
     jobs = sweep_jobs(experiment)
-    assert len(jobs) == {"grid/emu": 144}.get(experiment, len(jobs))
+    assert len(jobs) == {"grid/emu": 144, "grid/mi": 72, "grid/smoke": 8}[experiment]
     for job in jobs:
         cfg = compose_config(*job)
         module = build_module(resolved(cfg), num_entities=12, num_relations=3)
@@ -242,3 +242,42 @@ def test_every_searched_parameter_is_a_key_of_the_config(search, extra):
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and len(params) >= 3
     for key in params:
         assert OmegaConf.select(cfg, key) is not None, key
+
+
+# The RotatE code's best_config.sh rows (METHODS.md §6), written out independently of conf/setting/mi.yaml:
+# batch, d, gamma, negatives, lr, L3 weight, adversarial temperature, steps.
+ROTATE_CODE = {
+    ("fb15k237", "transe"): (1024, 1000, 9.0, 256, 5e-5, None, 1.0, 100_000),
+    ("fb15k237", "rotate"): (1024, 1000, 9.0, 256, 5e-5, None, 1.0, 100_000),
+    ("fb15k237", "complex"): (1024, 1000, 200.0, 256, 1e-3, 1e-5, 1.0, 100_000),
+    ("wn18rr", "transe"): (512, 500, 6.0, 1024, 5e-5, None, 0.5, 80_000),
+    ("wn18rr", "rotate"): (512, 500, 6.0, 1024, 5e-5, None, 0.5, 80_000),
+    ("wn18rr", "complex"): (512, 500, 200.0, 1024, 2e-3, 5e-6, 1.0, 80_000),
+}
+
+
+@pytest.mark.parametrize(("dataset", "model"), sorted(ROTATE_CODE))
+def test_mi_setting_holds_the_rotate_code_recipes(dataset, model):
+    cfg = compose_config(f"experiment=mi/{dataset}/{model}")
+    plain = OmegaConf.to_container(resolved(cfg), resolve=True)
+    batch, dim, gamma, negatives, lr, l3, temperature, steps = ROTATE_CODE[(dataset, model)]
+    assert (plain["data"]["batch_size"], plain["model"]["dim"], plain["model"]["gamma"]) == (
+        batch,
+        dim,
+        gamma,
+    )
+    assert (plain["sampler"]["name"], plain["sampler"]["num_negatives"], plain["sampler"]["filtered"]) == (
+        "uniform",
+        negatives,
+        True,
+    )
+    assert plain["optimizer"] == {"name": "adam", "lr": lr}
+    assert (
+        plain["loss"]["name"] == "self_adversarial"
+        and plain["loss"]["adversarial_temperature"] == temperature
+    )
+    assert plain["trainer"]["max_steps"] == steps and plain["mi"]["name"] == "infonce"
+    module = build_module(resolved(cfg), num_entities=12, num_relations=3)
+    assert (module.regularizer is None) == (l3 is None)
+    if l3 is not None:
+        assert module.regularizer.weight == l3

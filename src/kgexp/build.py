@@ -133,6 +133,8 @@ def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> Link
     regularizer = None
     if cfg.regularizer.name != NONE:
         regularizer = construct(NormRegularizer, "regularizer", _options(cfg.regularizer, "name"))
+        if regularizer.weight == 0:  # as the reference code's -r 0: no penalty computed at all
+            regularizer = None
     switch = None
     if cfg.schedule.name != NONE:
         if cfg.schedule.name != "switch":
