@@ -222,7 +222,7 @@ def sweep_jobs(experiment: str) -> list[list[str]]:
 @pytest.mark.parametrize("experiment", [o for o in options("experiment") if o.startswith("grid/")])
 def test_every_job_of_every_grid_composes_and_builds(experiment):
     jobs = sweep_jobs(experiment)
-    assert len(jobs) == {"grid/emu": 144, "grid/mi": 72, "grid/smoke": 8}[experiment]
+    assert len(jobs) == {"grid/emu": 144, "grid/mi": 72, "grid/emu_ablation": 72, "grid/smoke": 8}[experiment]
     for job in jobs:
         cfg = compose_config(*job)
         module = build_module(resolved(cfg), num_entities=12, num_relations=3)
@@ -281,3 +281,21 @@ def test_mi_setting_holds_the_rotate_code_recipes(dataset, model):
     assert (module.regularizer is None) == (l3 is None)
     if l3 is not None:
         assert module.regularizer.weight == l3
+
+
+@pytest.mark.parametrize(
+    ("setting", "changed"),
+    [
+        ("emu_no_uls", {"beta": 0.0}),
+        ("emu_no_mutation", {"mutation": "none"}),
+        ("emu_mixup", {"mutation": "mixup"}),
+        ("emu_ls", {"labels": "ls"}),
+    ],
+)
+def test_emu_ablation_settings_change_one_thing(setting, changed):
+    reference = OmegaConf.to_container(resolved(compose_config("setting=emu")), resolve=True)
+    ablated = OmegaConf.to_container(resolved(compose_config(f"setting={setting}")), resolve=True)
+    assert ablated["sampler"] == {**reference["sampler"], **changed} != reference["sampler"]
+    assert {k: v for k, v in ablated.items() if k != "sampler"} == {
+        k: v for k, v in reference.items() if k != "sampler"
+    }
