@@ -349,16 +349,24 @@ SAMPLERS = {
 }
 
 
+def training_module(sampler_name, side_mode, model, loss, train, tmp_path, seed):
+    """A module with a fitted sampler of ``SAMPLERS`` and the training index, outside a Trainer."""
+    negatives = NegativeSampling(SAMPLERS[sampler_name](), side_mode)
+    negatives.fit(sampler_setup(train, 30, 3, tmp_path))
+    module = LinkPredictionModule(model, negatives, loss, None, {"name": "adam", "lr": 0.1})
+    module.train_index = FilterIndex(train, 30, 3)
+    module.generator = generator(seed)
+    return module, negatives
+
+
 @pytest.mark.parametrize("model_name", sorted(MODELS))
 @pytest.mark.parametrize("sampler_name", sorted(SAMPLERS))
 def test_every_sampler_trains_every_model(model_name, sampler_name, tmp_path):
     train = random_train(30, 60, 1)
-    negatives = NegativeSampling(SAMPLERS[sampler_name](), "both")
-    negatives.fit(sampler_setup(train, 30, 3, tmp_path))
     model = MODELS[model_name](30, 3, dim=8)
-    module = LinkPredictionModule(model, negatives, SoftmaxCrossEntropy(), None, {"name": "adam", "lr": 0.1})
-    module.train_index = FilterIndex(train, 30, 3)
-    module.generator = generator(0)
+    module, negatives = training_module(
+        sampler_name, "both", model, SoftmaxCrossEntropy(), train, tmp_path, 0
+    )
     weight_before = model.entity.weight.detach().clone()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     for step in range(3):
@@ -398,12 +406,10 @@ def test_uniform_unknown_is_uniform_over_the_entities_that_are_not_known_answers
 @pytest.mark.parametrize("sampler_name", sorted(SAMPLERS))
 def test_every_sampler_trains_with_every_loss(loss_name, sampler_name, tmp_path):
     train = random_train(30, 60, 2)
-    negatives = NegativeSampling(SAMPLERS[sampler_name](), "alternate")
-    negatives.fit(sampler_setup(train, 30, 3, tmp_path))
     model = MODELS["rotate"](30, 3, dim=8)
-    module = LinkPredictionModule(model, negatives, LOSSES[loss_name](), None, {"name": "adam", "lr": 0.1})
-    module.train_index = FilterIndex(train, 30, 3)
-    module.generator = generator(1)
+    module, negatives = training_module(
+        sampler_name, "alternate", model, LOSSES[loss_name](), train, tmp_path, 1
+    )
     for step in range(2):
         for corruption in negatives.corrupt(train, step, 30, module.train_index, module.generator, model):
             loss = module._corruption_loss(train[corruption.rows], torch.rand(len(train)), corruption)
