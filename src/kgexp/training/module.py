@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from kgexp.analysis.geometry import intra_group_similarity
-from kgexp.data.statistics import relation_cardinalities, relation_categories
+from kgexp.data.statistics import categorize, relation_cardinalities
 from kgexp.evaluation.metrics import RankMetrics
 from kgexp.evaluation.ranking import rank_queries
 from kgexp.evaluation.relations import RelationRankMetrics, category_metrics, relation_rows
@@ -66,7 +66,7 @@ class LinkPredictionModule(pl.LightningModule):
         self.filter_index, self.train_index = datamodule.filter_index, datamodule.train_index
         self.train_triples = graph.train
         self.relation_statistics = relation_cardinalities(graph.train, graph.num_relations)
-        self.relation_categories = relation_categories(graph.train, graph.num_relations)
+        self.relation_categories = categorize(*self.relation_statistics[1:])
         if stage == "fit":
             self.negatives.fit(SamplerSetup(graph, datamodule.cache_root, self.seed))
 
