@@ -30,10 +30,17 @@ def mirror_dataset(name: str) -> Path:
     return Path(root) / name
 
 
-def run_kgexp(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m kgexp ARGS`` in a subprocess, as a user would."""
+def run_kgexp(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m kgexp ARGS`` in a subprocess, as a user would (``env``: variables to add)."""
     result = subprocess.run(
-        [sys.executable, "-m", "kgexp", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "kgexp", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"kgexp {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")

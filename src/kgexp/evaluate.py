@@ -10,9 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgexp.atomic import write_json
 from kgexp.build import build_datamodule
+from kgexp.distributed import local_ranks
 from kgexp.evaluation.relations import write_relation_csv
 from kgexp.loading import load_module
-from kgexp.train import format_metrics
+from kgexp.train import evaluate_splits, format_metrics
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("data"):
         run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
     datamodule = build_datamodule(run_cfg)
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=False)
-    metrics: dict[str, float] = {}
-    for stage in (trainer.validate, trainer.test):
-        for result in stage(module, datamodule=datamodule, verbose=False):
-            metrics.update({k: float(v) for k, v in result.items()})
-    write_json(Path(cfg.output_dir) / "metrics.json", metrics)
-    write_relation_csv(Path(cfg.output_dir) / "relations.csv", module.relation_table)
-    log.info("test metrics: %s", format_metrics(metrics, "test/"))
+    output_dir = Path(cfg.output_dir)
+    with local_ranks(cfg.trainer, "evaluate", output_dir):
+        trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=False)
+        metrics = evaluate_splits(trainer, module, datamodule, None)
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        write_relation_csv(output_dir / "relations.csv", module.relation_table)
+        log.info("test metrics: %s", format_metrics(metrics, "test/"))
     return metrics

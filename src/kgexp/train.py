@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from kgexp.atomic import atomic_path, write_json
 from kgexp.build import build_datamodule, build_module, check_selection
 from kgexp.checkpointing import AtomicCheckpointIO
+from kgexp.distributed import SharedOutputDir, launched_as_rank_zero, local_ranks
 from kgexp.evaluation.relations import write_relation_csv
 from kgexp.run_info import collect
 
@@ -78,14 +79,18 @@ def finish_loggers(loggers: list) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one experiment in ``cfg.output_dir`` and return its final metrics."""
+    """Run one experiment in ``cfg.output_dir`` and return its final metrics.
+
+    Under DDP every rank runs this function; only global rank 0 writes the run's files.
+    """
     # Batches are slices of in-memory tensors: worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     started = time.perf_counter()
     check_selection(cfg)
     output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, output_dir)
+    if launched_as_rank_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_resolved_config(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
@@ -95,40 +100,49 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, graph.num_entities, graph.num_relations)
 
     configure_wandb_environment()
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"), {"wandb": wandb_grouping(cfg)})
-    trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        callbacks=callbacks,
-        logger=loggers,
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=str(output_dir),
-    )
-    try:
-        trainer.fit(module, datamodule=datamodule)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best:
-            log.warning("no validation checkpoint was saved: evaluating the final weights")
-        ckpt_path = best or None
-        metrics: dict[str, float] = {}
-        for stage in (trainer.validate, trainer.test):
-            for result in stage(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
-                metrics.update({k: float(v) for k, v in result.items()})
-        if trainer.is_global_zero:
-            write_json(output_dir / "metrics.json", metrics)
-            write_relation_csv(output_dir / "relations.csv", module.relation_table)
-            info = collect(
-                seed=cfg.seed,
-                device=str(module.device),
-                wall_time_s=time.perf_counter() - started,
-                best_checkpoint=best or None,
-                global_step=trainer.global_step,
-                dataset=graph.summary(),
-            )
-            write_json(output_dir / "run_info.json", info)
-            log.info("test metrics: %s", format_metrics(metrics, "test/"))
-    finally:
-        finish_loggers(loggers)
+    with local_ranks(cfg.trainer, "train", output_dir):
+        callbacks = instantiate_group(cfg.get("callbacks"))
+        loggers = instantiate_group(cfg.get("logger"), {"wandb": wandb_grouping(cfg)})
+        trainer = pl.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            callbacks=[*callbacks, SharedOutputDir(output_dir)],
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(output_dir),
+        )
+        try:
+            trainer.fit(module, datamodule=datamodule)
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if not best:
+                log.warning("no validation checkpoint was saved: evaluating the final weights")
+            metrics = evaluate_splits(trainer, module, datamodule, best or None)
+        finally:
+            finish_loggers(loggers)
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        write_relation_csv(output_dir / "relations.csv", module.relation_table)
+        info = collect(
+            seed=cfg.seed,
+            device=str(module.device),
+            world_size=trainer.world_size,
+            wall_time_s=time.perf_counter() - started,
+            best_checkpoint=best or None,
+            global_step=trainer.global_step,
+            dataset=graph.summary(),
+        )
+        write_json(output_dir / "run_info.json", info)
+        log.info("test metrics: %s", format_metrics(metrics, "test/"))
+    return metrics
+
+
+def evaluate_splits(
+    trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule, ckpt_path: str | None
+) -> dict[str, float]:
+    """Validation and test metrics of ``ckpt_path`` (the module's weights when None), reduced over ranks."""
+    metrics: dict[str, float] = {}
+    for stage in (trainer.validate, trainer.test):
+        for result in stage(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
     return metrics
 
 
@@ -136,23 +150,27 @@ def run_job(cfg: DictConfig, keep_going: bool) -> dict[str, float] | None:
     """:func:`train`, with the outcome in ``status.json`` (``running``, ``finished`` or ``failed``).
 
     A failed job writes its traceback to ``error.txt``; with ``keep_going`` (a multirun) it returns
-    ``None`` instead of raising, so that the other jobs of the sweep still run.
+    ``None`` instead of raising, so that the other jobs of the sweep still run. Only rank 0 writes them.
     """
     output_dir = Path(cfg.output_dir)
-    write_json(output_dir / "status.json", {"status": "running"})
+    writes = launched_as_rank_zero()
+    if writes:
+        write_json(output_dir / "status.json", {"status": "running"})
     try:
         metrics = train(cfg)
     except Exception as error:
-        with atomic_path(output_dir / "error.txt") as tmp:
-            tmp.write_text(traceback.format_exc())
-        write_json(
-            output_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-        )
+        if writes:
+            with atomic_path(output_dir / "error.txt") as tmp:
+                tmp.write_text(traceback.format_exc())
+            write_json(
+                output_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+            )
         if not keep_going:
             raise
         log.exception("job failed; the sweep goes on (traceback in %s)", output_dir / "error.txt")
         return None
-    write_json(output_dir / "status.json", {"status": "finished"})
+    if writes:
+        write_json(output_dir / "status.json", {"status": "finished"})
     return metrics
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kgexp.data.download import resolve_cache_dir
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.graph import KnowledgeGraph, load_graph
+from kgexp.distributed import derive_seed, shard_bounds
 from kgexp.sides import HEAD, TAIL
 
 
@@ -24,11 +26,51 @@ class TripleBatches(Dataset):
     def __len__(self) -> int:
         return len(self.triples)
 
-    def __getitem__(self, rows: list[int]) -> Tensor | tuple[Tensor, Tensor]:
-        index = torch.as_tensor(rows)
+    def __getitem__(self, rows: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         if self.weights is None:
-            return self.triples[index]
-        return self.triples[index], self.weights[index]
+            return self.triples[rows]
+        return self.triples[rows], self.weights[rows]
+
+
+class ShardedBatches(Sampler[Tensor]):
+    """Batches of row ids for one rank of ``world_size``.
+
+    Shuffled (training): every epoch a permutation seeded by ``(seed, epoch)`` is cut into ``world_size``
+    disjoint shards of ``num_rows // world_size`` rows, so that every rank takes the same number of steps;
+    the ``num_rows % world_size`` rows left over sit out that epoch (other rows each epoch). In order
+    (evaluation): contiguous shards of every row, sizes differing by at most one, none repeated.
+    """
+
+    def __init__(
+        self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        self.num_rows, self.batch_size, self.shuffle, self.seed = num_rows, batch_size, shuffle, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch."""
+        self.epoch = epoch
+
+    def _rows(self) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(*shard_bounds(self.num_rows, self.rank, self.world_size))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "data", self.epoch))
+        order = torch.randperm(self.num_rows, generator=generator)
+        share = self.num_rows // self.world_size
+        return order[self.rank * share : (self.rank + 1) * share]
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            rows = self.num_rows // self.world_size
+        else:
+            start, stop = shard_bounds(self.num_rows, self.rank, self.world_size)
+            rows = stop - start
+        return -(-rows // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        rows = self._rows()
+        if len(rows):  # a rank with no queries (fewer queries than ranks) gets no batch, not an empty one
+            yield from rows.split(self.batch_size)
 
 
 def subsampling_weights(train: Tensor, known: FilterIndex) -> Tensor:
@@ -39,7 +81,8 @@ def subsampling_weights(train: Tensor, known: FilterIndex) -> Tensor:
 
 
 class KGDataModule(pl.LightningDataModule):
-    """Loads a dataset once, shuffles training triples with a seeded generator, serves query batches.
+    """Loads a dataset once, serves seeded, reshuffled training batches and query batches, each rank of a
+    DDP run its own shard (:class:`ShardedBatches`; ``trainer.use_distributed_sampler`` stays off).
 
     ``filter_index`` holds every known triple (train, valid and test) for filtered ranking;
     ``train_index`` holds the training triples, for filtered negative sampling.
@@ -81,17 +124,19 @@ class KGDataModule(pl.LightningDataModule):
         self.train_index = FilterIndex(g.train, g.num_entities, g.num_relations)
         self.train_weights = subsampling_weights(g.train, self.train_index)
 
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        batches = BatchSampler(
-            RandomSampler(range(len(self.graph.train)), generator=generator), self.batch_size, False
-        )
+        batches = ShardedBatches(len(self.graph.train), self.batch_size, True, self.seed, *self._rank())
         return DataLoader(
             TripleBatches(self.graph.train, self.train_weights), sampler=batches, batch_size=None
         )
 
     def _queries(self, triples: Tensor) -> DataLoader:
-        batches = BatchSampler(SequentialSampler(range(len(triples))), self.eval_batch_size, False)
+        rank, world_size = self._rank()
+        batches = ShardedBatches(len(triples), self.eval_batch_size, False, rank=rank, world_size=world_size)
         return DataLoader(TripleBatches(triples), sampler=batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from kgexp.analysis.geometry import intra_group_similarity
 from kgexp.data.statistics import categorize, relation_cardinalities
+from kgexp.distributed import derive_seed
 from kgexp.evaluation.metrics import RankMetrics
 from kgexp.evaluation.ranking import rank_queries
 from kgexp.evaluation.relations import RelationRankMetrics, category_metrics, relation_rows
@@ -24,6 +26,9 @@ from kgexp.training.optim import OptimizerSwitch, build_optimizer
 from kgexp.training.regularizers import NormRegularizer
 
 log = logging.getLogger(__name__)
+# Under DDP the logged metrics come from torchmetrics states already summed over the ranks: every rank
+# logs the same value, so Lightning's advice to sync them once more does not apply.
+warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
 class LinkPredictionModule(pl.LightningModule):
@@ -77,8 +82,8 @@ class LinkPredictionModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._move_indices()
-        rank = self.trainer.global_rank
-        self.generator = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + rank)
+        seed = derive_seed(self.seed, "training", self.trainer.global_rank)  # negatives, EMU masks per rank
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def on_validation_start(self) -> None:
         self._move_indices()
@@ -126,6 +131,9 @@ class LinkPredictionModule(pl.LightningModule):
         mutated = self.emu.mutate(candidates, model.entity_factor == 2, self.generator)
         return self.emu.loss(scores, model.compare_each(queries, mutated))
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.negatives.sampler.synchronize()
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.switch is not None:
             self.switch.maybe_switch(self)
@@ -163,7 +171,7 @@ class LinkPredictionModule(pl.LightningModule):
             entity = self.model.entity.weight.detach().cpu()
             similarity = intra_group_similarity(entity, self.train_triples, self.model.num_relations)
             self.log_dict({f"val/intra_group/{k}": v for k, v in similarity.items()})
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self.trainer.is_global_zero:
             summary = "  ".join(f"{k}={values[k]:.4f}" for k in ("val/mrr", "val/hits@1", "val/hits@10"))
             log.info("step %d: %s", self.global_step, summary)
 

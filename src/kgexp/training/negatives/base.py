@@ -51,6 +51,10 @@ class Sampler:
         """``(len(anchors), num_negatives)`` int64 entity ids."""
         raise NotImplementedError
 
+    def synchronize(self) -> None:
+        """Called on every rank once per training step: share state that the step changed (NSCaching's
+        refreshed caches) so that all ranks hold the same; nothing by default."""
+
     def state_dict(self) -> dict[str, Any]:
         """State that a checkpoint must carry to resume sampling (NSCaching's caches)."""
         return {}

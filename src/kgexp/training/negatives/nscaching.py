@@ -28,6 +28,9 @@ class NSCachingSampler(Sampler):
     gradient. ``filtered=true`` keeps known training answers out of the caches while enough candidates
     remain (the reference's ``--remove``, applied at every refresh). A query seen nowhere in training
     (none in a training batch) gets uniform ids.
+
+    Under DDP every rank refreshes the caches of its own positives; :meth:`synchronize` then applies
+    every rank's refreshes on every rank, in rank order, so that all ranks keep identical caches.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class NSCachingSampler(Sampler):
         self.query_keys: dict[Side, Tensor] = {}
         self.caches: dict[Side, Tensor] = {}
         self.num_relations = 0
+        self.refreshed: list[tuple[Side, Tensor, Tensor]] = []  # this step's (side, cache rows, new ids)
 
     def fit(self, setup: SamplerSetup) -> None:
         graph = setup.graph
@@ -99,7 +103,20 @@ class NSCachingSampler(Sampler):
         inverse = torch.searchsorted(rows, pos[cached_query])
         ids[cached_query] = self._draw_from_cache(pool[:, : self.cache_size], scores, inverse, generator)
         cache[rows] = pool.gather(1, self._keep(scores, generator)).to(cache.dtype)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.refreshed.append((side, rows.cpu(), cache[rows].cpu()))
         return ids
+
+    def synchronize(self) -> None:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        gathered: list[list[tuple[Side, Tensor, Tensor]] | None] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, self.refreshed)
+        self.refreshed = []
+        for updates in gathered:
+            for side, rows, ids in updates:
+                cache = self.caches[side]
+                cache[rows.to(cache.device)] = ids.to(cache.device)
 
     def _draw_from_cache(
         self, cached: Tensor, scores: Tensor, inverse: Tensor, generator: torch.Generator

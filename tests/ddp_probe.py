@@ -1,0 +1,44 @@
+"""A Lightning callback that records what each rank of a DDP run trained on (used by test_distributed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+
+class Probe(pl.Callback):
+    """Saves ``probe-rank<r>.pt`` in ``out``: per step the epoch and positives, the first step's negatives,
+    and the sampler's final state."""
+
+    def __init__(self, out: str):
+        self.out, self.steps, self.negatives = Path(out), [], None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        corrupt = pl_module.negatives.corrupt
+
+        def recording(*args, **kwargs):
+            corruptions = corrupt(*args, **kwargs)
+            if self.negatives is None:
+                self.negatives = torch.cat([c.negatives for c in corruptions]).clone()
+            return corruptions
+
+        pl_module.negatives.corrupt = recording
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.steps.append((trainer.current_epoch, batch[0].clone()))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state = pl_module.negatives.sampler.state_dict()
+        record = {"steps": self.steps, "negatives": self.negatives, "sampler": state}
+        torch.save(record, self.out / f"probe-rank{trainer.global_rank}.pt")
+
+
+class FailOnRank(pl.Callback):
+    """Raises in the process of local rank ``rank``, before its trainer starts (a crashing rank)."""
+
+    def __init__(self, rank: int):
+        if int(os.environ.get("LOCAL_RANK", "0")) == rank:
+            raise RuntimeError(f"rank {rank} fails on purpose")
