@@ -1,4 +1,4 @@
-"""The ``kgexp`` command: ``kgexp [train] ...``, ``kgexp evaluate|analyze ckpt=...``, ``kgexp export ...``."""
+"""The ``kgexp`` command: ``kgexp [train] ...``, ``kgexp evaluate|analyze|predict|export ckpt=...``."""
 
 from __future__ import annotations
 
@@ -52,11 +52,19 @@ def export_command(cfg: DictConfig) -> None:
     export(cfg.ckpt, cfg.out)
 
 
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
+def predict_command(cfg: DictConfig) -> None:
+    from kgexp.predict import predict
+
+    predict(cfg)
+
+
 COMMANDS = {
     "train": train_command,
     "evaluate": evaluate_command,
     "analyze": analyze_command,
     "export": export_command,
+    "predict": predict_command,
 }
 
 

@@ -12,6 +12,11 @@ class TripleFormatError(ValueError):
 
 def read_triples(path: Path) -> list[tuple[str, str, str]]:
     """Label triples of a file: UTF-8 (a BOM is allowed), LF or CRLF line endings, blank lines skipped."""
+    return [triple for _, triple in read_numbered_triples(path)]
+
+
+def read_numbered_triples(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
+    """:func:`read_triples` with the line number of each triple."""
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         text = data.decode("utf-8")
@@ -33,7 +38,7 @@ def read_triples(path: Path) -> list[tuple[str, str, str]]:
             raise TripleFormatError(
                 f"{path}:{number}: empty field or field with surrounding whitespace: {_preview(line)}"
             )
-        triples.append((fields[0], fields[1], fields[2]))
+        triples.append((number, (fields[0], fields[1], fields[2])))
     if not triples:
         raise TripleFormatError(f"{path}: no triples (the file is empty)")
     return triples
