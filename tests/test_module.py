@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -174,3 +175,55 @@ def test_validation_logs_intra_group_similarity_when_mi_is_on(toy_dataset, tmp_p
         )
         for key in ("hr_tails", "relation_tails"):
             assert float(logged[f"val/intra_group/{key}"]) == pytest.approx(expected[key], rel=1e-5)
+
+
+class PoisonedLoss(SoftmaxCrossEntropy):
+    """Softmax cross-entropy, plus at the steps in ``at`` a NaN loss (``kind="loss"``) or a term whose
+    value is 0 and whose gradient is NaN (``kind="gradient"``: d sqrt(|x|)/dx at 0 is inf * 0)."""
+
+    def __init__(self, kind: str, at: set[int]):
+        super().__init__()
+        self.kind, self.at, self.step = kind, at, 0
+
+    def __call__(self, positive, negative, weights=None):
+        loss = super().__call__(positive, negative, weights)
+        poisoned = self.step in self.at
+        self.step += 1
+        if not poisoned:
+            return loss
+        if self.kind == "loss":
+            return loss * float("nan")
+        return loss + torch.sqrt((positive - positive.detach()).abs()).sum()
+
+
+def make_poisoned_module(kind: str, at: set[int], nonfinite: str) -> LinkPredictionModule:
+    negatives = NegativeSampling(UniformSampler(num_negatives=5))
+    optimizer = {"name": "adagrad", "lr": 0.2}
+    return LinkPredictionModule(
+        DistMult(20, 3, dim=8), negatives, PoisonedLoss(kind, at), None, optimizer, nonfinite=nonfinite
+    )
+
+
+@pytest.mark.parametrize(("kind", "named"), [("loss", "loss (loss=nan)"), ("gradient", "gradient norm")])
+def test_a_non_finite_loss_or_gradient_stops_the_run_naming_the_step(toy_dataset, tmp_path, kind, named):
+    module = make_poisoned_module(kind, {3}, "stop")
+    with pytest.raises(FloatingPointError, match=rf"step 3: non-finite {re.escape(named)}") as error:
+        fit(module, toy_dataset, tmp_path)
+    if kind == "gradient":
+        assert "model.entity.weight=nan" in str(error.value)
+    assert "nonfinite=skip" in str(error.value)
+    assert all(torch.isfinite(p).all() for p in module.parameters())  # the bad step changed nothing
+
+
+@pytest.mark.parametrize("kind", ["loss", "gradient"])
+def test_skipping_non_finite_batches_counts_them_and_leaves_the_weights_finite(toy_dataset, tmp_path, kind):
+    module = make_poisoned_module(kind, {2, 5}, "skip")
+    reference = make_poisoned_module(kind, set(), "skip")
+    trainer = fit(module, toy_dataset, tmp_path, max_steps=8)
+    assert module.skipped_batches == 2
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    fit(reference, toy_dataset, tmp_path / "reference", max_steps=8)
+    assert reference.skipped_batches == 0
+    # a skipped batch updates nothing: the weights differ from a run that learnt from those batches
+    assert not torch.equal(module.model.entity.weight, reference.model.entity.weight)
+    assert trainer.global_step == 8  # a skipped batch still counts as a step of trainer.max_steps

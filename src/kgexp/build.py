@@ -154,6 +154,7 @@ def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> Link
         emu=emu,
         mi=build_mi(cfg, model),
         seed=cfg.seed,
+        nonfinite=cfg.get("nonfinite", "stop"),
     )
     module.save_hyperparameters(
         {

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from kgexp.analysis.geometry import intra_group_similarity
+from kgexp.choices import check_choice
 from kgexp.data.statistics import categorize, relation_cardinalities
 from kgexp.distributed import derive_seed
 from kgexp.evaluation.metrics import RankMetrics
@@ -26,6 +27,7 @@ from kgexp.training.optim import OptimizerSwitch, build_optimizer
 from kgexp.training.regularizers import NormRegularizer
 
 log = logging.getLogger(__name__)
+NONFINITE = ("stop", "skip")
 # Under DDP the logged metrics come from torchmetrics states already summed over the ranks: every rank
 # logs the same value, so Lightning's advice to sync them once more does not apply.
 warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
@@ -52,11 +54,14 @@ class LinkPredictionModule(pl.LightningModule):
         emu: EMU | None = None,
         mi: MutualInformation | None = None,
         seed: int = 0,
+        nonfinite: str = "stop",
     ):
         super().__init__()
         self.model, self.negatives, self.loss, self.regularizer = model, negatives, loss, regularizer
         self.optimizer_config, self.switch, self.emu, self.seed = optimizer, switch, emu, seed
         self.mi = mi  # a submodule: its heads train with the model; ranking never uses them
+        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE)
+        self.skipped_batches = 0
         self.val_metrics, self.test_metrics = RankMetrics(), RankMetrics()
         self.test_relation_metrics = RelationRankMetrics(model.num_relations)
         self.relation_table: list[dict[str, object]] | None = None  # per-relation test metrics, for a CSV
@@ -101,18 +106,53 @@ class LinkPredictionModule(pl.LightningModule):
         for corruption in corruptions:
             part = self._corruption_loss(triples[corruption.rows], weights[corruption.rows], corruption)
             total = total + part * len(corruption.rows)
-        loss = total / sum(len(c.rows) for c in corruptions)
+        terms = {"loss": total / sum(len(c.rows) for c in corruptions)}
         if self.mi is not None:
             sampled = {c.side: (c.rows, c.negatives) for c in corruptions}
             mutual_information = self.mi(self.model, triples, self.train_index, sampled)
             self.log("train/mi", mutual_information, on_step=True, on_epoch=False)
-            loss = loss + self.mi.weight * mutual_information
+            terms["mi"] = self.mi.weight * mutual_information
         if self.regularizer is not None:
-            penalty = self.regularizer(self.model, triples)
-            self.log("train/regularization", penalty, on_step=True, on_epoch=False)
-            loss = loss + penalty
+            terms["regularization"] = self.regularizer(self.model, triples)
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            return self._nonfinite("loss", terms)
+        self.log_dict(
+            {f"train/{k}": v for k, v in terms.items() if k != "loss"}, on_step=True, on_epoch=False
+        )
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def _nonfinite(self, what: str, values: dict[str, Tensor]) -> None:
+        """Stop with an error naming the step and the values (``nonfinite=stop``), or skip the batch."""
+        listed = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in values.items())
+        if self.nonfinite == "stop" or self.trainer.world_size > 1:
+            raise FloatingPointError(
+                f"step {self.global_step}: non-finite {what} ({listed}); the checkpoints in "
+                f"{self.trainer.default_root_dir}/checkpoints are from before it (nonfinite=skip skips such "
+                "batches instead)"
+            )
+        self.skipped_batches += 1
+        log.warning(
+            "step %d: non-finite %s (%s); batch skipped (%d so far)",
+            self.global_step,
+            what,
+            listed,
+            self.skipped_batches,
+        )
+        self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
+        return None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        named = [(name, p.grad) for name, p in self.named_parameters() if p.grad is not None]
+        norms = torch.stack([grad.norm() for _, grad in named]) if named else torch.zeros(0)
+        if not torch.isfinite(norms).all():  # one check per step; the names only when something is wrong
+            bad = {
+                name: norm for (name, _), norm in zip(named, norms, strict=True) if not torch.isfinite(norm)
+            }
+            if self.nonfinite == "skip" and self.trainer.world_size == 1:
+                optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
+            self._nonfinite("gradient norm", bad)
 
     def _corruption_loss(self, positives: Tensor, weights: Tensor, corruption: Corruption) -> Tensor:
         """Loss of positives corrupted on one side: scores of [target, negatives] per positive."""
@@ -186,13 +226,18 @@ class LinkPredictionModule(pl.LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["kgexp"] = {"vocabulary": self.vocabulary, "sampler": self.negatives.sampler.state_dict()}
+        checkpoint["kgexp"] = {
+            "vocabulary": self.vocabulary,
+            "sampler": self.negatives.sampler.state_dict(),
+            "skipped_batches": self.skipped_batches,
+        }
         if self.switch is not None:
             checkpoint["kgexp"]["switched"] = self.switch.switched
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("kgexp", {})
         self.vocabulary = state.get("vocabulary")
+        self.skipped_batches = state.get("skipped_batches", 0)
         self.negatives.sampler.load_state_dict(state.get("sampler", {}))
         if self.switch is not None:
             self.switch.switched = state.get("switched", False)
