@@ -34,8 +34,9 @@ def shards(num_rows: int, batch_size: int, shuffle: bool, world_size: int, epoch
     """Every rank's rows of one epoch, in order."""
     out = []
     for rank in range(world_size):
-        sampler = ShardedBatches(num_rows, batch_size, shuffle, seed=3, rank=rank, world_size=world_size)
-        sampler.set_epoch(epoch)
+        per_epoch = len(ShardedBatches(num_rows, batch_size, shuffle, 3, rank, world_size))
+        steps = epoch * per_epoch  # the global step at the start of ``epoch``
+        sampler = ShardedBatches(num_rows, batch_size, shuffle, 3, rank, world_size, lambda s=steps: s)
         batches = list(sampler)
         assert len(batches) == len(sampler)
         assert all(0 < len(b) <= batch_size for b in batches)
@@ -112,7 +113,7 @@ def ddp_run(tmp_path_factory) -> Path:
         "trainer.max_steps=20",
         "sampler=emu",
         "sampler.base=nscaching",
-        "+callbacks.probe._target_=ddp_probe.Probe",
+        "+callbacks.probe._target_=probes.Probe",
         f"+callbacks.probe.out={run_dir}",
         f"hydra.run.dir={run_dir}",
         cwd=run_dir.parent,
@@ -233,7 +234,7 @@ def test_a_failing_rank_stops_the_run_instead_of_leaving_rank_zero_waiting(tmp_p
         *SMALL,
         "trainer=ddp_cpu",
         "trainer.max_steps=10",
-        "+callbacks.fail._target_=ddp_probe.FailOnRank",
+        "+callbacks.fail._target_=probes.FailOnRank",
         "+callbacks.fail.rank=1",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
@@ -245,3 +246,14 @@ def test_a_failing_rank_stops_the_run_instead_of_leaving_rank_zero_waiting(tmp_p
     assert status["status"] == "failed" and "rank process" in status["error"]
     assert "rank 1 fails on purpose" in (run_dir / "train_rank1.log").read_text() + result.stderr
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_an_iteration_starts_where_the_global_step_says():
+    steps = 0
+    sampler = ShardedBatches(100, 8, True, seed=1, steps_done=lambda: steps)  # 13 batches an epoch
+    epoch_zero, epoch_one = list(sampler), None
+    steps = 13
+    epoch_one = list(sampler)
+    steps = 13 + 5  # resumed after 5 batches of the second epoch
+    assert [b.tolist() for b in sampler] == [b.tolist() for b in epoch_one[5:]]
+    assert [b.tolist() for b in epoch_zero] != [b.tolist() for b in epoch_one]

@@ -11,6 +11,7 @@ import torch
 
 from kgexp.data.datamodule import KGDataModule
 from kgexp.models import DistMult
+from kgexp.training.emu import EMU
 from kgexp.training.losses import SoftmaxCrossEntropy
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import NegativeSampling, NSCachingSampler, RWSANSSampler, UniformSampler
@@ -38,7 +39,7 @@ def make_module(switch: OptimizerSwitch | None, seed: int = 0) -> LinkPrediction
     )
 
 
-def fit(module, folder, tmp_path, max_steps=10, ckpt_path=None) -> pl.Trainer:
+def fit(module, folder, tmp_path, max_steps=10, ckpt_path=None, callbacks=()) -> pl.Trainer:
     datamodule = KGDataModule("toy", path=str(folder), batch_size=16, cache_dir=str(tmp_path / "cache"))
     trainer = pl.Trainer(
         max_steps=max_steps,
@@ -49,6 +50,7 @@ def fit(module, folder, tmp_path, max_steps=10, ckpt_path=None) -> pl.Trainer:
         enable_model_summary=False,
         limit_val_batches=0,
         default_root_dir=str(tmp_path),
+        callbacks=list(callbacks),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
@@ -227,3 +229,43 @@ def test_skipping_non_finite_batches_counts_them_and_leaves_the_weights_finite(t
     # a skipped batch updates nothing: the weights differ from a run that learnt from those batches
     assert not torch.equal(module.model.entity.weight, reference.model.entity.weight)
     assert trainer.global_step == 8  # a skipped batch still counts as a step of trainer.max_steps
+
+
+def emu_over_nscaching_module() -> LinkPredictionModule:
+    """Every random stream of training in use: data order, NSCaching draws and caches, EMU masks."""
+    torch.manual_seed(0)
+    module = make_module(None)
+    module.negatives = NegativeSampling(NSCachingSampler(5, cache_size=4, candidates=4))
+    module.emu = EMU()
+    return module
+
+
+class SaveAt(pl.Callback):
+    """Saves a checkpoint after training step ``step``, as a periodic checkpoint would."""
+
+    def __init__(self, step: int, path):
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+
+
+@pytest.mark.parametrize(
+    "stop", [6, 11, 15]
+)  # in the first epoch, at its end, in the second (11 batches each)
+def test_resuming_a_checkpoint_continues_the_run_exactly(toy_dataset, tmp_path, stop):
+    straight = emu_over_nscaching_module()
+    path = tmp_path / "stopped.ckpt"
+    fit(straight, toy_dataset, tmp_path / "straight", max_steps=24, callbacks=[SaveAt(stop, path)])
+    resumed = emu_over_nscaching_module()
+    trainer = fit(resumed, toy_dataset, tmp_path / "resumed", max_steps=24, ckpt_path=path)
+    assert trainer.global_step == 24
+    for (name, expected), actual in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(expected, actual), name
+    for side, cache in straight.negatives.sampler.caches.items():
+        assert torch.equal(cache, resumed.negatives.sampler.caches[side])
+    at_stop = torch.load(path, weights_only=False)["state_dict"]["model.entity.weight"]
+    assert not torch.equal(at_stop, resumed.model.entity.weight)  # it did train on

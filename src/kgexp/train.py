@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 import traceback
 import warnings
@@ -14,10 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from kgexp.atomic import atomic_path, write_json
 from kgexp.build import build_datamodule, build_module, check_selection
-from kgexp.checkpointing import AtomicCheckpointIO
+from kgexp.checkpointing import AtomicCheckpointIO, CheckpointOnSignal, sigint_as_sigterm
 from kgexp.distributed import SharedOutputDir, launched_as_rank_zero, local_ranks
 from kgexp.evaluation.relations import write_relation_csv
 from kgexp.run_info import collect
@@ -105,13 +107,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         loggers = instantiate_group(cfg.get("logger"), {"wandb": wandb_grouping(cfg)})
         trainer = pl.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
-            callbacks=[*callbacks, SharedOutputDir(output_dir)],
+            callbacks=[*callbacks, SharedOutputDir(output_dir), CheckpointOnSignal()],
             logger=loggers,
             plugins=[AtomicCheckpointIO()],
             default_root_dir=str(output_dir),
         )
         try:
-            trainer.fit(module, datamodule=datamodule)
+            with sigint_as_sigterm():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if not best:
                 log.warning("no validation checkpoint was saved: evaluating the final weights")
@@ -127,6 +130,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             world_size=trainer.world_size,
             wall_time_s=time.perf_counter() - started,
             best_checkpoint=best or None,
+            resumed_from=cfg.get("ckpt_path"),
             global_step=trainer.global_step,
             dataset=graph.summary(),
         )
@@ -158,6 +162,12 @@ def run_job(cfg: DictConfig, keep_going: bool) -> dict[str, float] | None:
         write_json(output_dir / "status.json", {"status": "running"})
     try:
         metrics = train(cfg)
+    except (KeyboardInterrupt, SystemExit) as stop:  # a signal: last.ckpt holds the state to resume from
+        if writes:
+            write_json(output_dir / "status.json", {"status": "interrupted", "error": repr(stop)})
+        if isinstance(stop, SIGTERMException):  # Lightning's exception exits 0; a stopped run does not
+            raise SystemExit(128 + signal.SIGTERM) from stop
+        raise
     except Exception as error:
         if writes:
             with atomic_path(output_dir / "error.txt") as tmp:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,6 +16,10 @@ from kgexp.data.filter_index import FilterIndex
 from kgexp.data.graph import KnowledgeGraph, load_graph
 from kgexp.distributed import derive_seed, shard_bounds
 from kgexp.sides import HEAD, TAIL
+
+# ShardedBatches position themselves by the restored global step: resuming mid-epoch is exact, though
+# Lightning cannot tell (the loader has no state_dict of its own).
+warnings.filterwarnings("ignore", ".*ended before the epoch ended and your dataloader is not resumable.*")
 
 
 class TripleBatches(Dataset):
@@ -35,26 +40,32 @@ class TripleBatches(Dataset):
 class ShardedBatches(Sampler[Tensor]):
     """Batches of row ids for one rank of ``world_size``.
 
-    Shuffled (training): every epoch a permutation seeded by ``(seed, epoch)`` is cut into ``world_size``
-    disjoint shards of ``num_rows // world_size`` rows, so that every rank takes the same number of steps;
-    the ``num_rows % world_size`` rows left over sit out that epoch (other rows each epoch). In order
-    (evaluation): contiguous shards of every row, sizes differing by at most one, none repeated.
+    Shuffled (training): the permutation of epoch ``e`` is seeded by ``(seed, e)`` and cut into
+    ``world_size`` disjoint shards of ``num_rows // world_size`` rows, so that every rank takes the same
+    number of steps; the ``num_rows % world_size`` rows left over sit out that epoch (other rows each
+    epoch). Each iteration starts where ``steps_done()`` (the trainer's global step) says training is:
+    epoch ``steps // batches per epoch``, that many batches in; so a run resumed from any checkpoint goes
+    on with the batch an uninterrupted run would take. In order (evaluation): contiguous shards of every
+    row, sizes differing by at most one, none repeated.
     """
 
     def __init__(
-        self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        num_rows: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        steps_done: Callable[[], int] = lambda: 0,
     ):
         self.num_rows, self.batch_size, self.shuffle, self.seed = num_rows, batch_size, shuffle, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.rank, self.world_size, self.steps_done = rank, world_size, steps_done
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning before each epoch."""
-        self.epoch = epoch
-
-    def _rows(self) -> Tensor:
+    def _rows(self, epoch: int) -> Tensor:
         if not self.shuffle:
             return torch.arange(*shard_bounds(self.num_rows, self.rank, self.world_size))
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, "data", self.epoch))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "data", epoch))
         order = torch.randperm(self.num_rows, generator=generator)
         share = self.num_rows // self.world_size
         return order[self.rank * share : (self.rank + 1) * share]
@@ -68,9 +79,10 @@ class ShardedBatches(Sampler[Tensor]):
         return -(-rows // self.batch_size)
 
     def __iter__(self) -> Iterator[Tensor]:
-        rows = self._rows()
+        epoch, done = divmod(self.steps_done(), len(self)) if self.shuffle and len(self) else (0, 0)
+        rows = self._rows(epoch)
         if len(rows):  # a rank with no queries (fewer queries than ranks) gets no batch, not an empty one
-            yield from rows.split(self.batch_size)
+            yield from rows.split(self.batch_size)[done:]
 
 
 def subsampling_weights(train: Tensor, known: FilterIndex) -> Tensor:
@@ -83,6 +95,7 @@ def subsampling_weights(train: Tensor, known: FilterIndex) -> Tensor:
 class KGDataModule(pl.LightningDataModule):
     """Loads a dataset once, serves seeded, reshuffled training batches and query batches, each rank of a
     DDP run its own shard (:class:`ShardedBatches`; ``trainer.use_distributed_sampler`` stays off).
+    Training batches follow the trainer's global step, so they resume exactly mid-epoch.
 
     ``filter_index`` holds every known triple (train, valid and test) for filtered ranking;
     ``train_index`` holds the training triples, for filtered negative sampling.
@@ -129,7 +142,10 @@ class KGDataModule(pl.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
-        batches = ShardedBatches(len(self.graph.train), self.batch_size, True, self.seed, *self._rank())
+        steps_done = (lambda: self.trainer.global_step) if self.trainer is not None else (lambda: 0)
+        batches = ShardedBatches(
+            len(self.graph.train), self.batch_size, True, self.seed, *self._rank(), steps_done=steps_done
+        )
         return DataLoader(
             TripleBatches(self.graph.train, self.train_weights), sampler=batches, batch_size=None
         )

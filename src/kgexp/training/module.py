@@ -66,6 +66,7 @@ class LinkPredictionModule(pl.LightningModule):
         self.test_relation_metrics = RelationRankMetrics(model.num_relations)
         self.relation_table: list[dict[str, object]] | None = None  # per-relation test metrics, for a CSV
         self.generator: torch.Generator | None = None
+        self._generators_to_load: list[Tensor] | None = None
         self.vocabulary: dict[str, list[str]] | None = None
 
     # -- setup ----------------------------------------------------------------------------------
@@ -87,8 +88,29 @@ class LinkPredictionModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._move_indices()
-        seed = derive_seed(self.seed, "training", self.trainer.global_rank)  # negatives, EMU masks per rank
+        rank = self.trainer.global_rank
+        seed = derive_seed(self.seed, "training", rank)  # negatives, EMU masks per rank
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        states = self._generators_to_load
+        if states is not None:  # resuming: continue every rank's stream where the checkpoint left it
+            if len(states) != self.trainer.world_size:
+                raise ValueError(
+                    f"the checkpoint holds the random streams of {len(states)} processes; resume it with "
+                    f"the same number (trainer.devices x trainer.num_nodes), not {self.trainer.world_size}"
+                )
+            self.generator.set_state(states[rank])
+            self._generators_to_load = None
+
+    def _generator_states(self) -> list[Tensor] | None:
+        """Every rank's training generator state (gathered under DDP), for an exact resume."""
+        if self.generator is None:
+            return None
+        state = self.generator.get_state().cpu()
+        if self.trainer.world_size == 1:
+            return [state]
+        states: list[Tensor | None] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(states, state)
+        return states
 
     def on_validation_start(self) -> None:
         self._move_indices()
@@ -230,6 +252,7 @@ class LinkPredictionModule(pl.LightningModule):
             "vocabulary": self.vocabulary,
             "sampler": self.negatives.sampler.state_dict(),
             "skipped_batches": self.skipped_batches,
+            "generators": self._generator_states(),
         }
         if self.switch is not None:
             checkpoint["kgexp"]["switched"] = self.switch.switched
@@ -238,6 +261,7 @@ class LinkPredictionModule(pl.LightningModule):
         state = checkpoint.get("kgexp", {})
         self.vocabulary = state.get("vocabulary")
         self.skipped_batches = state.get("skipped_batches", 0)
+        self._generators_to_load = state.get("generators")
         self.negatives.sampler.load_state_dict(state.get("sampler", {}))
         if self.switch is not None:
             self.switch.switched = state.get("switched", False)

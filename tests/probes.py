@@ -1,4 +1,4 @@
-"""A Lightning callback that records what each rank of a DDP run trained on (used by test_distributed)."""
+"""Lightning callbacks that tests add to real runs: record what each rank trained on, fail, or die."""
 
 from __future__ import annotations
 
@@ -42,3 +42,14 @@ class FailOnRank(pl.Callback):
     def __init__(self, rank: int):
         if int(os.environ.get("LOCAL_RANK", "0")) == rank:
             raise RuntimeError(f"rank {rank} fails on purpose")
+
+
+class KillAt(pl.Callback):
+    """Sends ``signal`` to its own process after training step ``step`` (when ``KGEXP_TEST_KILL`` is set)."""
+
+    def __init__(self, step: int, signal: int):
+        self.step, self.signal = step, signal
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and os.environ.get("KGEXP_TEST_KILL"):
+            os.kill(os.getpid(), self.signal)
