@@ -320,3 +320,49 @@ def test_emu_ablation_settings_change_one_thing(setting, changed):
     assert {k: v for k, v in ablated.items() if k != "sampler"} == {
         k: v for k, v in reference.items() if k != "sampler"
     }
+
+
+# Bad values, written by hand, and the key each error must name.
+BAD_CONFIGS = [
+    (["+model.dimm=64"], "model.dimm"),  # a key forced in that no model takes
+    (["model.dim=abc"], "model.dim: expected an integer, got 'abc'"),
+    (["model.dim=1.5"], "model.dim: expected an integer, got 1.5"),
+    (["model.dim=0"], "model.dim must be a positive integer"),
+    (["model.gamma=big"], "model.gamma: expected a number"),
+    (["sampler.num_negatives=true"], "sampler.num_negatives: expected an integer, got True"),
+    (["sampler.num_negatives=-3"], "sampler.num_negatives must be a positive integer"),
+    (["sampler.filtered=1"], "sampler.filtered: expected true or false, got 1"),
+    (["sampler=emu", "sampler.keep_prob=high"], "sampler.keep_prob: expected a number, got 'high'"),
+    (["sampler=emu", "sampler.keep_prob=1.5"], "sampler.keep_prob must be in [0, 1]"),
+    (["sampler=rw_sans", "sampler.walks=many"], "sampler.walks: expected an integer"),
+    (["mi=infonce", "mi.weight=x"], "mi.weight: expected a number, got 'x'"),
+    (["optimizer.lr=fast"], "optimizer.lr: expected a number, got 'fast'"),
+    (["optimizer.lr=-1"], "optimizer.lr must be positive"),
+    (["schedule.fraction=half"], "schedule.fraction: expected a number, got 'half'"),
+    (["schedule.fraction=2"], "schedule.fraction must be in (0, 1)"),
+    (["data.batch_size=x"], "data.batch_size: expected an integer, got 'x'"),
+    (["loss=margin", "loss.margin=wide"], "loss.margin: expected a number"),
+    (["regularizer=n3", "regularizer.weight=heavy"], "regularizer.weight: expected a number"),
+    (["nonfinite=ignore"], "nonfinite"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "named"), BAD_CONFIGS)
+def test_a_bad_config_fails_before_any_data_is_loaded_naming_the_key(tmp_path, overrides, named):
+    """On a dataset folder that does not exist: the config error must come first."""
+    from kgexp.train import train
+
+    cfg = compose_config("dataset=custom", f"dataset.path={tmp_path / 'no-dataset'}", *overrides)
+    OmegaConf.update(cfg, "output_dir", str(tmp_path / "run"))
+    with pytest.raises((TypeError, ValueError)) as error:
+        train(cfg)
+    assert named in str(error.value)
+    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written either
+
+
+def test_a_typo_in_a_key_fails_at_the_command_naming_it(tmp_path):
+    from conftest import run_kgexp
+
+    result = run_kgexp("model.dimm=64", cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "Key 'dimm' is not in struct" in result.stderr
+    assert "model.dimm" in result.stderr

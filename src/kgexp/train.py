@@ -88,14 +88,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Batches are slices of in-memory tensors: worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     started = time.perf_counter()
-    check_selection(cfg)
+    check_selection(cfg)  # every config error now, before any data is loaded or file written:
+    build_module(cfg, num_entities=2, num_relations=1)
+    datamodule = build_datamodule(cfg)
     output_dir = Path(cfg.output_dir)
     if launched_as_rank_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_resolved_config(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     graph = datamodule.graph
