@@ -21,8 +21,8 @@ def make_job(
     (folder / "config.yaml").write_text("seed: 0\n")
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics))
-    if status is not None:
-        (folder / "status.json").write_text(json.dumps({"status": status}))
+    status = status or ("finished" if metrics is not None else "running")  # run_job always writes one
+    (folder / "status.json").write_text(json.dumps({"status": status}))
 
 
 def metrics(mrr: float, hits10: float) -> dict[str, float]:

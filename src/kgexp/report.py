@@ -1,6 +1,6 @@
 """``kgexp report DIR [DIR ...]``: one table and one bar chart from the jobs of one or more multiruns.
 
-Jobs are the training-run folders (``config.yaml`` beside ``.hydra/overrides.yaml``). They are grouped
+Jobs are the training-run folders (``status.json`` beside ``.hydra/overrides.yaml``). They are grouped
 by their overrides without ``seed``; each group gets mean ± sample standard deviation over its finished
 jobs. A job without ``metrics.json`` is failed (``status.json`` says so) or unfinished, and is listed,
 never averaged in.
@@ -63,7 +63,7 @@ def find_jobs(folders: list[Path]) -> list[Job]:
             raise FileNotFoundError(f"report: {folder} is not a folder")
         for overrides in sorted(folder.rglob(".hydra/overrides.yaml")):
             job_folder = overrides.parent.parent
-            if (job_folder / "config.yaml").is_file():  # a training job (kgexp analyze etc. write none)
+            if (job_folder / "status.json").is_file():  # a training job (kgexp analyze etc. write none)
                 jobs.append(read_job(job_folder))
     if not jobs:
         raise FileNotFoundError(
