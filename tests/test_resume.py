@@ -67,3 +67,20 @@ def test_ckpt_path_last_without_a_checkpoint_starts_afresh(uninterrupted, tmp_pa
     run_dir = tmp_path / "fresh"
     run(run_dir, "+callbacks.kill.signal=9", "ckpt_path=last")
     assert json.loads((run_dir / "metrics.json").read_text()) == uninterrupted
+
+
+def test_a_ddp_run_stopped_by_sigterm_resumes_exactly(tmp_path):
+    """Two processes: both ranks' generators come back from the checkpoint."""
+    mirror_dataset("nations")
+    straight, stopped = tmp_path / "straight", tmp_path / "run"
+    ddp = ("trainer=ddp_cpu", f"+callbacks.kill.signal={int(signal.SIGTERM)}")
+    run(straight, *ddp)
+    assert run(stopped, *ddp, kill=True, check=False).returncode == 128 + signal.SIGTERM
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 23
+    assert (
+        len(torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)["kgexp"]["generators"]) == 2
+    )
+    run(stopped, *ddp, "ckpt_path=last")
+    assert json.loads((stopped / "metrics.json").read_text()) == json.loads(
+        (straight / "metrics.json").read_text()
+    )
