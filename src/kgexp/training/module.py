@@ -139,9 +139,8 @@ class LinkPredictionModule(pl.LightningModule):
         loss = sum(terms.values())
         if not torch.isfinite(loss):
             return self._nonfinite("loss", terms)
-        self.log_dict(
-            {f"train/{k}": v for k, v in terms.items() if k != "loss"}, on_step=True, on_epoch=False
-        )
+        if "regularization" in terms:
+            self.log("train/regularization", terms["regularization"], on_step=True, on_epoch=False)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
