@@ -12,6 +12,7 @@ from __future__ import annotations
 import _thread
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 #: Environment variables that tell a process its place in a distributed run.
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 _LAUNCH_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+#: Exit codes of a rank stopped by SIGTERM or SIGINT (it saved its part of the checkpoint): not a failure.
+STOPPED_BY_SIGNAL = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT)
 
 
 def derive_seed(seed: int, stream: str, index: int) -> int:
@@ -161,7 +164,11 @@ class _Watchdog(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(1.0):
-            failed = {child.pid: child.returncode for child in self.children if child.poll() not in (None, 0)}
+            failed = {
+                child.pid: child.returncode
+                for child in self.children
+                if child.poll() not in (None, 0, *STOPPED_BY_SIGNAL)  # a signal stops every rank itself
+            }
             if failed:
                 break
         else:
