@@ -11,8 +11,9 @@ from conftest import sampler_setup
 
 from kgexp.build import BASE_SAMPLERS, build_negatives
 from kgexp.data.filter_index import FilterIndex
+from kgexp.kernels import mutation_keep
 from kgexp.models import MODELS
-from kgexp.training.emu import EMU, EmbeddingMutation, EMULoss, MixTowardsPositive, bernoulli_bits
+from kgexp.training.emu import EMU, EmbeddingMutation, EMULoss, MixTowardsPositive
 from kgexp.training.losses import SoftmaxCrossEntropy
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import Corruption, NegativeSampling, UniformSampler
@@ -47,23 +48,31 @@ def test_bernoulli_mask_copies_a_fraction_one_minus_q_within_binomial_tolerance(
 
 
 @pytest.mark.parametrize("probability", [0.39, 0.02, 0.97])
-def test_bernoulli_bits_have_the_probability_in_every_16_bit_lane(probability):
-    bits = bernoulli_bits((250, 1000), probability, generator(3)).view(-1, 4)  # 4 lanes per 64-bit draw
-    n = len(bits)
-    tolerance = 5 * math.sqrt(probability * (1 - probability) / n)
-    for lane in range(4):
-        assert abs(bits[:, lane].float().mean().item() - probability) < tolerance
+def test_hashed_mask_bits_have_the_probability_in_every_position_class(probability):
+    levels = round(probability * 2**16)
+    keep = mutation_keep(250, 9, 400, (12345, 678), levels, False)[:, 1:]
+    p = levels / 2**16
+    for lane in range(4):  # no position class is biased (e.g. every 4th coordinate)
+        bits = keep[..., lane::4]
+        tolerance = 5 * math.sqrt(p * (1 - p) / bits.numel())
+        assert abs(bits.float().mean().item() - p) < tolerance
 
 
-def test_bernoulli_bits_at_zero_and_one_are_constant():
-    assert not bernoulli_bits((7, 9), 0.0, generator()).any()
-    assert bernoulli_bits((7, 9), 1.0, generator()).all()
+def test_hashed_mask_at_zero_and_one_keeps_nothing_or_everything():
+    assert not mutation_keep(7, 9, 8, (1, 2), 0, False)[:, 1:].any()
+    assert mutation_keep(7, 9, 8, (1, 2), 2**16, False).all()
+
+
+def test_hashed_mask_differs_between_seeds_and_is_a_pure_function_of_them():
+    first = mutation_keep(20, 5, 16, (1, 2), 2**15, False)
+    assert torch.equal(first, mutation_keep(20, 5, 16, (1, 2), 2**15, False))
+    assert not torch.equal(first, mutation_keep(20, 5, 16, (1, 3), 2**15, False))
+    assert not torch.equal(first, mutation_keep(20, 5, 16, (2, 2), 2**15, False))
 
 
 def test_mix_gradient_matches_autograd_through_torch_where():
     original = candidates(rows=5, columns=7, width=6).double()
-    keep = bernoulli_bits(original.shape, 0.4, generator(2))
-    keep[:, 0] = True
+    keep = mutation_keep(5, 7, 6, (3, 4), round(0.4 * 2**16), False)
     weights = torch.randn(original.shape, dtype=torch.float64, generator=generator(4))
     grads = []
     for mix in (MixTowardsPositive.apply, lambda c, k: torch.where(k, c, c[:, :1])):
@@ -241,8 +250,9 @@ def test_relation_and_kept_entity_are_not_mutated():
     ids = torch.cat([positives[:, 2:], negatives], dim=1)
     expected_candidates = EmbeddingMutation()(model.entity(ids), True, generator(9))
     expected = model.score_embeddings(positives[:, 0], positives[:, 1], "tail", expected_candidates)
-    assert torch.allclose(seen["mutated"], expected)
-    assert torch.allclose(seen["mutated"][:, 0], model.score_triples(*positives.T))
+    # The fused kernel sums the moduli in another order than the tensor ops: float tolerance.
+    torch.testing.assert_close(seen["mutated"], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(seen["mutated"][:, 0], model.score_triples(*positives.T), rtol=1e-4, atol=1e-5)
 
 
 def test_resample_draws_fresh_negatives_for_the_emu_term():

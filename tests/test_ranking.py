@@ -16,6 +16,15 @@ from kgexp.models import DistMult
 HEAD, TAIL = "head", "tail"
 NAN = float("nan")
 
+
+@pytest.fixture(autouse=True, params=["fused", "tensor_ops"])
+def rank_counting(request, monkeypatch):
+    """Every test here runs with the fused rank kernel (float32 CPU scores) and with the tensor ops."""
+    if request.param == "tensor_ops":
+        monkeypatch.setattr("kgexp.evaluation.ranking.kernels.usable", lambda *tensors: False)
+    return request.param
+
+
 # --------------------------------------------------------------------------------------------------
 # A toy graph: 6 entities, 2 relations, several answers per query, and a DistMult with integer weights
 # (so that scores are integers and tie a lot).

@@ -19,6 +19,7 @@ from kgexp.sides import HEAD, TAIL
 from kgexp.training.losses import LOSSES, SoftmaxCrossEntropy
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import (
+    Corruption,
     NegativeSampling,
     NSCachingSampler,
     RWSANSSampler,
@@ -416,3 +417,61 @@ def test_every_sampler_trains_with_every_loss(loss_name, sampler_name, tmp_path)
             loss.backward()
             assert torch.isfinite(loss)
     assert model.entity.weight.grad.abs().sum() > 0
+
+
+# -- shared negatives ---------------------------------------------------------------------------------
+def test_shared_negatives_are_one_uniform_draw_per_chunk_of_consecutive_positives():
+    sampler = UniformSampler(num_negatives=6, shared=3)
+    anchors = torch.zeros(10, dtype=torch.long)
+    ids = sampler.sample(anchors, anchors, TAIL, 50, None, generator(0))
+    assert ids.shape == (10, 6)
+    for start in (0, 3, 6):  # three full chunks and a ragged one of a single row
+        assert (ids[start : start + 3] == ids[start]).all()
+    assert not torch.equal(ids[0], ids[3]) and not torch.equal(ids[6], ids[9])
+    many = sampler.sample(
+        torch.zeros(3 * 20_000, dtype=torch.long), anchors[:1].expand(60_000), TAIL, 50, None, generator(1)
+    )[::3]
+    counts = torch.bincount(many.flatten(), minlength=50).double()
+    expected = many.numel() / 50
+    assert ((counts - expected).abs() < 5 * expected**0.5).all()  # each entity equally likely
+
+
+def test_shared_and_filtered_negatives_are_a_config_error():
+    with pytest.raises(ValueError, match=r"sampler\.shared and sampler\.filtered"):
+        UniformSampler(num_negatives=4, filtered=True, shared=8)
+    with pytest.raises(ValueError, match=r"sampler\.shared"):
+        UniformSampler(num_negatives=4, shared=-1)
+
+
+@pytest.mark.parametrize("name", ["transe", "distmult", "complex", "rotate"])
+def test_shared_scores_and_gradients_equal_scoring_each_positive_against_the_chunk_ids(name):
+    torch.manual_seed(0)
+    model = MODELS[name](40, 3, dim=8)
+    queries = model.embed_query(torch.arange(11), torch.arange(11) % 3, TAIL)
+    chunk_ids = torch.randint(40, (3, 9), generator=generator(2))  # chunks of 4: 4 + 4 + 3 queries
+    shared = model.score_shared(queries, chunk_ids, 4)
+    expanded = chunk_ids.repeat_interleave(4, dim=0)[:11]
+    plain = model.compare_each(queries, model.entity(expanded))
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
+    weights = torch.randn(shared.shape, generator=generator(3))
+    params = list(model.parameters())
+    got = torch.autograd.grad((shared * weights).sum(), params, retain_graph=True)
+    want = torch.autograd.grad((plain * weights).sum(), params)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_training_step_with_shared_negatives_is_the_loss_of_the_expanded_negatives():
+    model = DistMult(30, 4, dim=6)
+    triples = torch.tensor([[0, 1, 2], [3, 2, 4], [5, 0, 6], [7, 3, 8], [9, 1, 10]])
+    losses = []
+    for shared in (2, 0):
+        sampler = UniformSampler(num_negatives=5, shared=shared)
+        module = LinkPredictionModule(
+            model, NegativeSampling(sampler), SoftmaxCrossEntropy(), None, {"name": "adam", "lr": 0.1}
+        )
+        module.train_index = None
+        chunk_ids = torch.randint(30, (3, 5), generator=generator(4))
+        corruption = Corruption(TAIL, torch.arange(5), chunk_ids.repeat_interleave(2, dim=0)[:5])
+        losses.append(module._corruption_loss(triples, torch.ones(5), corruption))
+    torch.testing.assert_close(losses[0], losses[1])

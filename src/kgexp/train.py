@@ -130,6 +130,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             device=str(module.device),
             world_size=trainer.world_size,
             wall_time_s=time.perf_counter() - started,
+            startup_s=module.startup_s,
             best_checkpoint=best or None,
             resumed_from=cfg.get("ckpt_path"),
             global_step=trainer.global_step,

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from kgexp import kernels
 from kgexp.sides import TAIL, Side
 
 #: Upper bound on elements of an intermediate (queries x candidates x width) tensor in ``compare_all``.
@@ -29,6 +30,8 @@ class KGEModel(nn.Module, ABC):
     """
 
     name: str
+    #: The fused kernels' name for ``compare_each`` (``kernels.DOT``, ``L1``, ``L2`` or ``MODULUS``).
+    scorer_kind: int
     entity_factor = 1  # stored entity width = entity_factor * dim
     relation_factor = 1
 
@@ -70,10 +73,26 @@ class KGEModel(nn.Module, ABC):
     def embed_query(self, anchor_ids: Tensor, relation_ids: Tensor, side: Side) -> Tensor:
         return self.query(self.entity(anchor_ids), self.relation(relation_ids), side)
 
+    def score_ids(self, queries: Tensor, candidate_ids: Tensor) -> Tensor:
+        """Scores ``(B, K)`` of queries against per-query candidates given by id ``(B, K)``.
+
+        On the CPU (float32) a fused kernel reads the candidate rows from the table and never builds the
+        ``(B, K, width)`` tensor; elsewhere this is ``compare_each(queries, entity(candidate_ids))``.
+        """
+        table = self.entity.weight
+        if kernels.usable(queries, table):
+            return kernels.score_each(queries, table, candidate_ids, self.scorer_kind, self.gamma)
+        return self.compare_each(queries, self.entity(candidate_ids))
+
+    def score_shared(self, queries: Tensor, chunk_ids: Tensor, chunk: int) -> Tensor:
+        """Scores ``(B, K)`` when each chunk of ``chunk`` consecutive queries shares the candidate ids of
+        one row of ``chunk_ids`` ``(ceil(B / chunk), K)``."""
+        return self.score_ids(queries, chunk_ids.repeat_interleave(chunk, dim=0)[: len(queries)])
+
     def score_triples(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
         """Scores ``(B,)`` of the triples ``(heads[i], relations[i], tails[i])``."""
         queries = self.embed_query(heads, relations, TAIL)
-        return self.compare_each(queries, self.entity(tails).unsqueeze(1)).squeeze(1)
+        return self.score_ids(queries, tails.unsqueeze(1)).squeeze(1)
 
     def score_candidates(
         self, anchor_ids: Tensor, relation_ids: Tensor, side: Side, candidate_ids: Tensor | None = None
@@ -88,7 +107,7 @@ class KGEModel(nn.Module, ABC):
             return self.compare_all(queries, self.entity.weight)
         if candidate_ids.dim() == 1:
             return self.compare_all(queries, self.entity(candidate_ids))
-        return self.compare_each(queries, self.entity(candidate_ids))
+        return self.score_ids(queries, candidate_ids)
 
     def score_embeddings(
         self, anchor_ids: Tensor, relation_ids: Tensor, side: Side, candidates: Tensor
@@ -104,11 +123,22 @@ class KGEModel(nn.Module, ABC):
 class BilinearModel(KGEModel):
     """Score = <query, candidate>: all candidates with one matmul."""
 
+    scorer_kind = kernels.DOT
+
     def compare_all(self, queries: Tensor, candidates: Tensor) -> Tensor:
-        return queries @ candidates.T
+        # The transpose of candidates @ queries.T: the same (B, N) scores, but a matmul of that shape
+        # runs about twice as fast on a CPU when N >> B (and the rank kernel reads either layout).
+        return (candidates @ queries.T).T
 
     def compare_each(self, queries: Tensor, candidates: Tensor) -> Tensor:
         return torch.bmm(candidates, queries.unsqueeze(-1)).squeeze(-1)
+
+    def score_shared(self, queries: Tensor, chunk_ids: Tensor, chunk: int) -> Tensor:
+        """One matmul per chunk: ``(chunk, width) @ (width, K)``."""
+        chunks, padding = len(chunk_ids), len(chunk_ids) * chunk - len(queries)
+        blocks = torch.nn.functional.pad(queries, (0, 0, 0, padding)).view(chunks, chunk, -1)
+        scores = torch.bmm(blocks, self.entity(chunk_ids).transpose(1, 2))
+        return scores.reshape(chunks * chunk, -1)[: len(queries)]
 
 
 class DistanceModel(KGEModel):
@@ -124,6 +154,11 @@ class DistanceModel(KGEModel):
         return self.gamma - self.distance(queries.unsqueeze(1), candidates)
 
     def compare_all(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        """Without gradients on the CPU, a fused kernel scores cache-sized tiles of queries x candidates;
+        otherwise chunks of candidates bound the ``(queries, chunk, width)`` intermediate."""
+        needs_grad = torch.is_grad_enabled() and (queries.requires_grad or candidates.requires_grad)
+        if not needs_grad and kernels.usable(queries, candidates):
+            return kernels.score_all(queries, candidates, self.scorer_kind, self.gamma)
         width = queries.shape[-1]
         chunk = max(1, self.chunk_elements // max(1, len(queries) * width))
         out = queries.new_empty(len(queries), len(candidates))

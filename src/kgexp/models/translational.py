@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from kgexp import kernels
 from kgexp.models.base import DistanceModel
 from kgexp.sides import TAIL, Side
 
@@ -29,6 +30,7 @@ class TransE(DistanceModel):
         if p_norm not in (1, 2):
             raise ValueError(f"model.p_norm must be 1 or 2, got {p_norm}")
         self.p_norm = p_norm
+        self.scorer_kind = kernels.L1 if p_norm == 1 else kernels.L2
 
     def query(self, anchor: Tensor, relation: Tensor, side: Side) -> Tensor:
         return anchor + relation if side == TAIL else anchor - relation
@@ -37,7 +39,9 @@ class TransE(DistanceModel):
         return torch.linalg.vector_norm(queries - candidates, ord=self.p_norm, dim=-1)
 
     def compare_all(self, queries: Tensor, candidates: Tensor) -> Tensor:
-        return self.gamma - torch.cdist(queries, candidates, p=self.p_norm)
+        if self.p_norm == 2:  # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b: cdist computes it with a matmul
+            return self.gamma - torch.cdist(queries, candidates, compute_mode="use_mm_for_euclid_dist")
+        return super().compare_all(queries, candidates)
 
     def hyperparameters(self) -> dict[str, float | int | str]:
         return {**super().hyperparameters(), "p_norm": self.p_norm}
@@ -52,6 +56,7 @@ class RotatE(DistanceModel):
     """
 
     name = "rotate"
+    scorer_kind = kernels.MODULUS
     entity_factor = 2
 
     def phases(self, relation: Tensor) -> Tensor:

@@ -10,20 +10,20 @@ plus ``alpha`` times the plain one-hot softmax cross-entropy on unmutated negati
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kgexp import kernels
 from kgexp.choices import check_choice
+from kgexp.models.base import KGEModel
 from kgexp.training.losses import soft_cross_entropy
 
 MUTATIONS = ("mask", "mixup", "none")
 MASK_MODES = ("bernoulli", "fixed_count")
 LABELS = ("uls", "ls")
 SCALES = ("per_negative", "none")
-#: Mask bits are drawn as 16-bit integers (four per 64-bit draw), so ``keep_prob`` is rounded to k / 2^16.
+#: Mask bits compare 16-bit hashes with a threshold, so ``keep_prob`` is rounded to k / 2^16.
 MASK_RESOLUTION = 1 << 16
 
 
@@ -52,18 +52,30 @@ class EmbeddingMutation:
         self.mutation = check_choice("sampler.mutation", mutation, MUTATIONS)
         self.share_complex_mask = share_complex_mask
 
+    @property
+    def levels(self) -> int:
+        """``keep_prob`` in units of 2^-16 (the Bernoulli mask's threshold on 16-bit hashes)."""
+        return round(self.keep_prob * MASK_RESOLUTION)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the fused kernels can score this mutation (the reference's Bernoulli mask)."""
+        return self.mutation == "mask" and self.mask == "bernoulli"
+
     def keep_mask(self, shape: torch.Size, complex_halves: bool, generator: torch.Generator) -> Tensor:
-        """Boolean ``shape`` mask, True where a candidate keeps its own coordinate."""
+        """Boolean ``shape`` mask, True where a candidate keeps its own coordinate (column 0 all True)."""
         rows, candidates, width = shape
         shared = complex_halves and self.share_complex_mask
-        size = (rows, candidates, width // 2 if shared else width)
         if self.mask == "bernoulli":
-            keep = bernoulli_bits(size, self.keep_prob, generator)
-        else:
-            copied = round((1.0 - self.keep_prob) * size[-1])
-            noise = torch.rand(size, generator=generator, device=generator.device)
-            keep = torch.ones(size, dtype=torch.bool, device=generator.device)
-            keep.scatter_(-1, noise.topk(copied, dim=-1).indices, False)
+            return kernels.mutation_keep(
+                rows, candidates, width, draw_seeds(generator), self.levels, shared, generator.device
+            )
+        size = (rows, candidates, width // 2 if shared else width)
+        copied = round((1.0 - self.keep_prob) * size[-1])
+        noise = torch.rand(size, generator=generator, device=generator.device)
+        keep = torch.ones(size, dtype=torch.bool, device=generator.device)
+        keep.scatter_(-1, noise.topk(copied, dim=-1).indices, False)
+        keep[:, 0] = True
         return torch.cat([keep, keep], dim=-1) if shared else keep
 
     def __call__(self, candidates: Tensor, complex_halves: bool, generator: torch.Generator) -> Tensor:
@@ -78,23 +90,31 @@ class EmbeddingMutation:
             weight[:, 0] = 1.0
             return weight * candidates + (1.0 - weight) * candidates[:, :1]
         keep = self.keep_mask(candidates.shape, complex_halves, generator)
-        keep[:, 0] = True
         return MixTowardsPositive.apply(candidates, keep)
 
+    def scores(
+        self, model: KGEModel, queries: Tensor, candidate_ids: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        """Scores ``(n, 1 + N)`` of the queries against their mutated candidates (positive in column 0).
 
-def bernoulli_bits(size: tuple[int, ...], probability: float, generator: torch.Generator) -> Tensor:
-    """Boolean tensor of i.i.d. bits with P(True) = round(probability * 2^16) / 2^16.
+        The Bernoulli mask on the CPU runs in a fused kernel that builds neither the candidates nor the
+        mask; it draws the same seeds, so it scores the same mask as the tensor-op path.
+        """
+        complex_halves = model.entity_factor == 2
+        table = model.entity.weight
+        if self.fused and kernels.usable(queries, table):
+            shared = complex_halves and self.share_complex_mask
+            seeds = draw_seeds(generator)
+            return kernels.score_mutated(
+                queries, table, candidate_ids, model.scorer_kind, model.gamma, seeds, self.levels, shared
+            )
+        return model.compare_each(queries, self(model.entity(candidate_ids), complex_halves, generator))
 
-    Four 16-bit draws come from each 64-bit draw of ``generator``, which costs about a third of
-    ``torch.rand(size) < probability`` on a CPU generator.
-    """
-    levels = round(probability * MASK_RESOLUTION)
-    if levels in (0, MASK_RESOLUTION):  # constant; the int16 threshold below would overflow at 1
-        return torch.full(size, bool(levels), device=generator.device)
-    count = math.prod(size)
-    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=generator.device)
-    words.random_(-(1 << 63), (1 << 63) - 1, generator=generator)
-    return (words.view(torch.int16)[:count] < levels - MASK_RESOLUTION // 2).view(size)  # signed int16
+
+def draw_seeds(generator: torch.Generator) -> tuple[int, int]:
+    """Two 32-bit seeds for one step's mask hash, from the run's seeded generator."""
+    seeds = torch.randint(0, 1 << 32, (2,), generator=generator, device=generator.device).tolist()
+    return seeds[0], seeds[1]
 
 
 class MixTowardsPositive(torch.autograd.Function):

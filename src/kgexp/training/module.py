@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+import kgexp
 from kgexp.analysis.geometry import intra_group_similarity
 from kgexp.choices import check_choice
 from kgexp.data.statistics import categorize, relation_cardinalities
@@ -68,6 +70,7 @@ class LinkPredictionModule(pl.LightningModule):
         self.generator: torch.Generator | None = None
         self._generators_to_load: list[Tensor] | None = None
         self.vocabulary: dict[str, list[str]] | None = None
+        self.startup_s: float | None = None  # from the import of kgexp to the first training step
 
     # -- setup ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -180,22 +183,31 @@ class LinkPredictionModule(pl.LightningModule):
         model, side = self.model, corruption.side
         anchors, relations, targets = split_query(positives, side)
         queries = model.embed_query(anchors, relations, side)
-        candidates = model.entity(_prepend(targets, corruption.negatives))
-        scores = model.compare_each(queries, candidates)
+        candidate_ids = _prepend(targets, corruption.negatives)
+        chunk = self.negatives.sampler.shared
+        if chunk:  # rows of a chunk share their negatives: score the chunk's once
+            positive = model.score_ids(queries, targets.unsqueeze(1))
+            scores = torch.cat(
+                [positive, model.score_shared(queries, corruption.negatives[::chunk], chunk)], 1
+            )
+        else:
+            scores = model.score_ids(queries, candidate_ids)
         if self.emu is None:
             return self.loss(scores[:, 0], scores[:, 1:], weights)
         if self.emu.resample:
             negatives = self.negatives.sampler.sample(
                 anchors, relations, side, model.num_entities, self.train_index, self.generator, model
             )
-            candidates = model.entity(_prepend(targets, negatives))
-        mutated = self.emu.mutate(candidates, model.entity_factor == 2, self.generator)
-        return self.emu.loss(scores, model.compare_each(queries, mutated))
+            candidate_ids = _prepend(targets, negatives)
+        return self.emu.loss(scores, self.emu.mutate.scores(model, queries, candidate_ids, self.generator))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.negatives.sampler.synchronize()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.startup_s is None:
+            self.startup_s = time.perf_counter() - kgexp.IMPORTED_AT
+            log.info("first training step %.2f s after start (imports, data, set-up)", self.startup_s)
         if self.switch is not None:
             self.switch.maybe_switch(self)
 

@@ -28,6 +28,9 @@ class SamplerSetup:
 class Sampler:
     """Draws ``num_negatives`` entity ids per query ``(anchor, relation, side)``."""
 
+    #: C > 0: chunks of C consecutive queries get the same ids (see :class:`UniformSampler`).
+    shared = 0
+
     def __init__(self, num_negatives: int, filtered: bool, max_redraws: int):
         if num_negatives <= 0:
             raise ValueError(f"sampler.num_negatives must be a positive integer, got {num_negatives}")

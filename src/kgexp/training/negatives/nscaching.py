@@ -92,7 +92,7 @@ class NSCachingSampler(Sampler):
         pool = torch.cat([cache[rows].long(), fresh], dim=1)
         with torch.no_grad():
             queries = model.embed_query(cached_anchors, cached_relations, side)
-            scores = model.compare_each(queries, model.entity(pool)).float() / self.temperature
+            scores = model.score_ids(queries, pool).float() / self.temperature
         scores = scores.masked_fill(_repeated(pool), float("-inf"))
         if self.filtered and known is not None:
             scores = scores.masked_fill(known[side].contains(cached_anchors, cached_relations, pool), -1e30)

@@ -16,10 +16,22 @@ class UniformSampler(Sampler):
 
     Filtering redraws the ids that form a known training triple, ``max_redraws`` times at most; a query
     whose answers cover almost every entity may keep a few known ids after that.
+
+    ``shared = C > 0``: each chunk of C consecutive positives shares one draw of K ids (DGL-KE's chunked
+    negatives). Every negative is still uniform, but the negatives of a chunk are the same, not
+    independent: a different sampling distribution, which the bilinear models score with one matmul.
     """
 
-    def __init__(self, num_negatives: int, filtered: bool = False, max_redraws: int = 10):
+    def __init__(self, num_negatives: int, filtered: bool = False, max_redraws: int = 10, shared: int = 0):
         super().__init__(num_negatives, filtered, max_redraws)
+        if shared < 0:
+            raise ValueError(f"sampler.shared must be 0 (off) or a chunk size >= 1, got {shared}")
+        if shared and filtered:
+            raise ValueError(
+                "sampler.shared and sampler.filtered cannot both be set: filtering replaces ids per "
+                "positive, so the chunk would no longer share them"
+            )
+        self.shared = shared
 
     def sample(
         self,
@@ -31,6 +43,12 @@ class UniformSampler(Sampler):
         generator: torch.Generator,
         model: KGEModel | None = None,
     ) -> Tensor:
+        if self.shared:
+            chunks = -(-len(anchors) // self.shared)
+            draws = torch.randint(
+                num_entities, (chunks, self.num_negatives), generator=generator, device=anchors.device
+            )
+            return draws.repeat_interleave(self.shared, dim=0)[: len(anchors)]
         shape = (len(anchors), self.num_negatives)
         ids = torch.randint(num_entities, shape, generator=generator, device=anchors.device)
         if self.filtered and known is not None:

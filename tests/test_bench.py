@@ -1,0 +1,64 @@
+"""The benchmark harness on a tiny configuration: it runs, and its figures are consistent."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HARNESS = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
+TINY = ["--dataset", "nations", "--dim", "8", "--negatives", "4", "--batch", "64", "--repeats", "1"]
+
+
+def run(*args: str) -> str:
+    out = subprocess.run([sys.executable, str(HARNESS), *args], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def table_rows(output: str) -> list[list[str]]:
+    lines = [line for line in output.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    lines = [line for line in lines if not line.startswith("| dataset")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_training_throughput_of_kgexp_with_plain_and_shared_negatives():
+    rows = []
+    for shared in ("0", "16"):
+        output = run(
+            "train",
+            "--frameworks",
+            "kgexp",
+            "--models",
+            "distmult",
+            "rotate",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--shared",
+            shared,
+            *TINY,
+        )
+        rows += table_rows(output)
+    assert [(row[0], row[3]) for row in rows] == [
+        ("distmult", "-"),
+        ("rotate", "-"),
+        ("distmult", "16"),
+        ("rotate", "16"),
+    ]
+    for row in rows:
+        step_s, steps_per_s, positives_per_s = float(row[4]), float(row[5]), float(row[6].replace(",", ""))
+        assert step_s > 0
+        assert abs(steps_per_s - 1 / step_s) <= 0.0005 / step_s * steps_per_s + 0.01  # step_s has 3 decimals
+        assert abs(positives_per_s - 64 * steps_per_s) <= 0.01 * 64 + 1  # B positives per step
+
+
+def test_filtered_evaluation_time_of_kgexp():
+    output = run("eval", "--frameworks", "kgexp", "--models", "distmult", *TINY)
+    (row,) = table_rows(output)
+    assert row[:3] == ["nations", "distmult", str(2 * 201)]  # Nations: 201 test triples, both sides
+    seconds, per_second = float(row[3]), float(row[4].replace(",", ""))
+    assert abs(per_second - 402 / seconds) <= 0.005 / seconds * per_second + 1  # seconds has 2 decimals
+    assert re.fullmatch(r"[\d.]+", row[7])  # the matmul FLOP time of a bilinear model
