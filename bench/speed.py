@@ -282,12 +282,13 @@ def train_table(rows: list[dict]) -> str:
     for row in rows:
         ours = row["kgexp_step_s"]
         theirs = row.get("pykeen_step_s")
+        their_rss = f"{row['pykeen_peak_rss_mib']:.0f}" if theirs else "-"
         lines.append(
             f"| {row['model']} | {row['sampler']} | {row['mi']} | {row['shared'] or '-'} | {ours:.3f} | "
             f"{1 / ours:.2f} | "
             f"{row['batch'] / ours:,.0f} | {f'{1 / theirs:.3f}' if theirs else '-'} | "
             f"{f'{theirs / ours:.1f}x' if theirs else '-'} | {row['kgexp_peak_rss_mib']:.0f} / "
-            f"{row.get('pykeen_peak_rss_mib', float('nan')):.0f} |"
+            f"{their_rss} |"
         )
     return "\n".join(lines)
 
@@ -371,11 +372,9 @@ def run_eval(args: argparse.Namespace) -> None:
 
 def run_scaling(args: argparse.Namespace) -> None:
     """kgexp step time against d, K and B (one varied at a time) and evaluation time against |E|."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    if args.replot:
+        plot_scaling(json.loads((Path(args.out) / "scaling.json").read_text()), args.dataset, Path(args.out))
+        return
     base = {
         "dataset": args.dataset,
         "sampler": "uniform",
@@ -416,23 +415,44 @@ def run_scaling(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scaling.json").write_text(json.dumps(results, indent=1))
+    plot_scaling(results, args.dataset, out)
+
+
+def plot_scaling(results: dict[str, Any], dataset: str, out: Path) -> None:
+    """``scaling.png`` from the measurements (``--replot`` redraws it from ``scaling.json``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    models = list(results["eval"])
     figure, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     labels = {"dim": "embedding dimension d", "negatives": "negatives per positive K", "batch": "batch B"}
-    for axis, key in zip(axes[:3], grids, strict=True):
-        for model in args.models:
-            series = results["train"][f"{model}/{key}"]
+    for axis, key in zip(axes[:3], labels, strict=True):
+        for model in models:
+            series = {int(k): v for k, v in results["train"][f"{model}/{key}"].items()}
             axis.plot(list(series), list(series.values()), marker="o", label=model)
-        axis.set(xlabel=labels[key], ylabel="step time (s)", xscale="log", yscale="log")
-        axis.grid(True, which="both", alpha=0.3)
-    for model in args.models:
-        series = results["eval"][model]
+        axis.set(xlabel=labels[key], ylabel="step time (s)", xscale="log", yscale="log", xticks=list(series))
+    for model in models:
+        series = {int(k): v for k, v in results["eval"][model].items()}
         axes[3].plot(list(series), list(series.values()), marker="o", label=model)
-    axes[3].set(xlabel="entities", ylabel="eval time, 2,000 queries (s)", xscale="log", yscale="log")
-    axes[3].grid(True, which="both", alpha=0.3)
+    axes[3].set(
+        xlabel="entities",
+        ylabel="eval time, 2,000 queries (s)",
+        xscale="log",
+        yscale="log",
+        xticks=list(series),
+    )
+    for axis in axes:
+        for ticks in (axis.xaxis, axis.yaxis):
+            ticks.set_major_formatter(ScalarFormatter())
+            ticks.set_minor_formatter(NullFormatter())
+        axis.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     figure.suptitle(
-        f"kgexp on {args.dataset} sizes, this machine ({torch.get_num_threads()} threads); "
-        "others fixed at d=200, K=256, B=1024"
+        f"kgexp on {dataset}'s sizes, this machine ({torch.get_num_threads()} threads); "
+        "the others fixed at d=200, K=256, B=1024"
     )
     figure.tight_layout()
     figure.savefig(out / "scaling.png", dpi=110)
@@ -532,6 +552,7 @@ def main() -> None:
     )
     parser.add_argument("--pykeen-repeats", type=int, default=1)
     parser.add_argument("--out", default="docs/benchmarks")
+    parser.add_argument("--replot", action="store_true", help="scaling: redraw the plot from scaling.json")
     args = parser.parse_args()
     if args.task == "one":
         print(json.dumps(ONE[(args.framework, args.one_task)](args)))

@@ -14,13 +14,13 @@ def relation_cardinalities(train: Tensor, num_relations: int) -> tuple[Tensor, T
 
     tph = triples / distinct heads, hpt = triples / distinct tails; both are 0 for an unused relation.
     """
-    h, r, t = train.unbind(1)
+    h, r, t = train.long().unbind(1)
     triples = torch.bincount(r, minlength=num_relations).double()
-    pairs_hr = torch.unique(torch.stack([r, h], 1), dim=0)
-    pairs_rt = torch.unique(torch.stack([r, t], 1), dim=0)
-    tph = triples / torch.bincount(pairs_hr[:, 0], minlength=num_relations).clamp_min(1)
-    hpt = triples / torch.bincount(pairs_rt[:, 0], minlength=num_relations).clamp_min(1)
-    return triples, tph, hpt
+    base = int(torch.maximum(h.max(), t.max())) + 1 if len(train) else 1
+    # Distinct (relation, entity) pairs as one integer key each: a 1-D unique, far faster than dim=0.
+    heads = torch.bincount(torch.unique(r * base + h) // base, minlength=num_relations)
+    tails = torch.bincount(torch.unique(r * base + t) // base, minlength=num_relations)
+    return triples, triples / heads.clamp_min(1), triples / tails.clamp_min(1)
 
 
 def categorize(tph: Tensor, hpt: Tensor, threshold: float = 1.5) -> Tensor:

@@ -70,6 +70,7 @@ class LinkPredictionModule(pl.LightningModule):
         self.generator: torch.Generator | None = None
         self._generators_to_load: list[Tensor] | None = None
         self.vocabulary: dict[str, list[str]] | None = None
+        self.train_triples: Tensor | None = None
         self.startup_s: float | None = None  # from the import of kgexp to the first training step
 
     # -- setup ----------------------------------------------------------------------------------
@@ -78,9 +79,10 @@ class LinkPredictionModule(pl.LightningModule):
         graph = datamodule.graph
         self.vocabulary = {"entities": graph.entities, "relations": graph.relations}
         self.filter_index, self.train_index = datamodule.filter_index, datamodule.train_index
-        self.train_triples = graph.train
-        self.relation_statistics = relation_cardinalities(graph.train, graph.num_relations)
-        self.relation_categories = categorize(*self.relation_statistics[1:])
+        if self.train_triples is not graph.train:  # setup runs for fit, validate and test: once per graph
+            self.train_triples = graph.train
+            self.relation_statistics = relation_cardinalities(graph.train, graph.num_relations)
+            self.relation_categories = categorize(*self.relation_statistics[1:])
         if stage == "fit":
             self.negatives.fit(SamplerSetup(graph, datamodule.cache_root, self.seed))
 
