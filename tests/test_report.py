@@ -94,3 +94,20 @@ def test_command_names_the_missing_jobs(grid, tmp_path, caplog):
 def test_a_folder_without_jobs_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no job folders"):
         find_jobs([tmp_path])
+
+
+def test_an_override_of_a_config_group_path_is_a_column_of_its_own(tmp_path):
+    """Sweeping ``experiment/codex-s@_global_`` (a group path, with '/') must separate the groups."""
+    root = tmp_path / "multirun"
+    for index, (model, mrr) in enumerate([("transe", 0.3), ("transe", 0.5), ("rotate", 0.7)]):
+        make_job(
+            root, str(index), [f"experiment/codex-s@_global_={model}", f"seed={index}"], metrics(mrr, 0.9)
+        )
+    rows = write_report(find_jobs([root]), tmp_path)
+    assert {row["experiment/codex-s@_global_"]: row["test/mrr mean"] for row in rows} == {
+        "transe": pytest.approx(0.4),
+        "rotate": pytest.approx(0.7),
+    }
+    table = (tmp_path / "results.md").read_text()
+    assert "| experiment/codex-s@_global_ | seeds | mrr |" in table
+    assert "| rotate | 0 2 |" not in table and "| rotate | 2 | 0.7000 |" in table

@@ -105,7 +105,7 @@ def _cell(mean: float, std: float) -> str:
 def write_report(jobs: list[Job], out: Path) -> list[dict[str, object]]:
     """``results.csv``, ``results.md`` and ``results.png`` in ``out``; returns the summary rows."""
     rows = summarize_groups(jobs)
-    axes = sorted({k for row in rows for k in row if "/" not in k and k not in ("seeds", "jobs")})
+    axes = sorted({k for job in jobs for k in job.overrides})  # e.g. model, experiment/codex-s@_global_
     columns = [*axes, "jobs", "seeds", *(k for k in rows[0] if "/" in k)] if rows else axes
     with atomic_path(out / "results.csv") as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
