@@ -222,6 +222,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> score_each(const at::Tensor& quer
   return {scores, order, offsets};
 }
 
+// The backward walk shared by both scorers: table rows in order, each row's gradient zeroed and then
+// written by one thread; pair(kind, thread, candidate row, its gradient, p, b, coef) adds one pair's.
+template <typename Pair>
+void backward_by_row(int64_t kind, int64_t rows, int64_t width, int64_t count, const float* t, const float* g,
+                     const int64_t* off, const int64_t* ord, float* gt, Pair&& pair) {
+  dispatch_kind(kind, [&](auto k) {
+    at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+      const int64_t thread = at::get_thread_num();
+      for (int64_t r = begin; r < end; ++r) {
+        const float* c = t + r * width;
+        float* out = gt + r * width;
+        std::fill(out, out + width, 0.0f);
+        for (int64_t s = off[r]; s < off[r + 1]; ++s) {
+          const int64_t p = ord[s];
+          const float coef = g[p];
+          if (coef != 0.0f) pair(k, thread, c, out, p, p / count, coef);
+        }
+      }
+    });
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor> score_each_backward(const at::Tensor& grad_in, const at::Tensor& queries_in,
                                                        const at::Tensor& table_in, const at::Tensor& order,
                                                        const at::Tensor& offsets, int64_t kind) {
@@ -231,33 +253,17 @@ std::tuple<at::Tensor, at::Tensor> score_each_backward(const at::Tensor& grad_in
   const int64_t batch = queries.size(0), width = queries.size(1), rows = table.size(0);
   const int64_t count = batch > 0 ? grad.numel() / batch : 0;
   // Each thread adds its pairs' query gradients into its own buffer; the buffers are summed at the end.
-  const int64_t threads = at::get_num_threads();
-  auto partial = at::zeros({threads, batch, width}, queries.options());
+  auto partial = at::zeros({at::get_num_threads(), batch, width}, queries.options());
   auto grad_table = at::empty_like(table);
   const float* q = queries.data_ptr<float>();
-  const float* t = table.data_ptr<float>();
-  const float* g = grad.data_ptr<float>();
-  const int64_t* ord = order.data_ptr<int64_t>();
-  const int64_t* off = offsets.data_ptr<int64_t>();
   float* gp = partial.data_ptr<float>();
-  float* gt = grad_table.data_ptr<float>();
-  dispatch_kind(kind, [&](auto k) {
-    constexpr int64_t KIND = decltype(k)::value;
-    at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
-      float* gq = gp + at::get_thread_num() * batch * width;
-      for (int64_t r = begin; r < end; ++r) {
-        const float* c = t + r * width;
-        float* out = gt + r * width;
-        std::fill(out, out + width, 0.0f);
-        for (int64_t s = off[r]; s < off[r + 1]; ++s) {
-          const int64_t p = ord[s], b = p / count;
-          const float coef = g[p];
-          if (coef == 0.0f) continue;
-          add_pair_grads<KIND>(q + b * width, c, width, coef, out, gq + b * width);
-        }
-      }
-    });
-  });
+  backward_by_row(kind, rows, width, count, table.data_ptr<float>(), grad.data_ptr<float>(),
+                  offsets.data_ptr<int64_t>(), order.data_ptr<int64_t>(), grad_table.data_ptr<float>(),
+                  [&](auto k, int64_t thread, const float* c, float* out, int64_t, int64_t b, float coef) {
+                    constexpr int64_t KIND = decltype(k)::value;
+                    float* gq = gp + (thread * batch + b) * width;
+                    add_pair_grads<KIND>(q + b * width, c, width, coef, out, gq);
+                  });
   return {partial.sum(0), grad_table};
 }
 
@@ -320,44 +326,32 @@ std::tuple<at::Tensor, at::Tensor> score_mutated_backward(const at::Tensor& grad
   auto grad_table = at::empty_like(table);
   const auto positives = table.index_select(0, ids.select(1, 0));
   const float* q = queries.data_ptr<float>();
-  const float* t = table.data_ptr<float>();
-  const float* g = grad.data_ptr<float>();
   const float* pos = positives.data_ptr<float>();
-  const int64_t* ord = order.data_ptr<int64_t>();
-  const int64_t* off = offsets.data_ptr<int64_t>();
   float* gp = partial.data_ptr<float>();
-  float* gt = grad_table.data_ptr<float>();
-  dispatch_kind(kind, [&](auto k) {
-    constexpr int64_t KIND = decltype(k)::value;
-    at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
-      float* gq = gp + at::get_thread_num() * batch * width;
-      float* gpos = gp + (threads + at::get_thread_num()) * batch * width;
-      std::vector<float> mutated(width), keep(width), dm(width);
-      for (int64_t r = begin; r < end; ++r) {
-        const float* c = t + r * width;
-        float* out = gt + r * width;
-        std::fill(out, out + width, 0.0f);
-        for (int64_t s = off[r]; s < off[r + 1]; ++s) {
-          const int64_t p = ord[s], b = p / count;
-          const float coef = g[p];
-          if (coef == 0.0f) continue;
-          if (p % count == 0) {  // the positive, unmutated
-            add_pair_grads<KIND>(q + b * width, c, width, coef, out, gq + b * width);
-            continue;
-          }
-          mutate_row(mask, p, c, pos + b * width, width, mutated.data(), keep.data());
-          std::fill(dm.begin(), dm.end(), 0.0f);
-          add_pair_grads<KIND>(q + b * width, mutated.data(), width, coef, dm.data(), gq + b * width);
-          float* to_positive = gpos + b * width;
-#pragma omp simd
-          for (int64_t j = 0; j < width; ++j) {
-            out[j] += keep[j] * dm[j];
-            to_positive[j] += (1.0f - keep[j]) * dm[j];
-          }
+  std::vector<std::vector<float>> scratch(threads, std::vector<float>(3 * width));  // mutated, keep, dm
+  backward_by_row(
+      kind, rows, width, count, table.data_ptr<float>(), grad.data_ptr<float>(), offsets.data_ptr<int64_t>(),
+      order.data_ptr<int64_t>(), grad_table.data_ptr<float>(),
+      [&](auto k, int64_t thread, const float* c, float* out, int64_t p, int64_t b, float coef) {
+        constexpr int64_t KIND = decltype(k)::value;
+        float* gq = gp + (thread * batch + b) * width;
+        if (p % count == 0) {  // the positive, unmutated
+          add_pair_grads<KIND>(q + b * width, c, width, coef, out, gq);
+          return;
         }
-      }
-    });
-  });
+        float* mutated = scratch[thread].data();
+        float* keep = mutated + width;
+        float* dm = keep + width;
+        mutate_row(mask, p, c, pos + b * width, width, mutated, keep);
+        std::fill(dm, dm + width, 0.0f);
+        add_pair_grads<KIND>(q + b * width, mutated, width, coef, dm, gq);
+        float* to_positive = gp + ((threads + thread) * batch + b) * width;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          out[j] += keep[j] * dm[j];
+          to_positive[j] += (1.0f - keep[j]) * dm[j];
+        }
+      });
   auto sums = partial.sum(1);  // (2, batch, width)
   grad_table.index_add_(0, ids.select(1, 0), sums[1]);  // copied coordinates train the positives
   return {sums[0], grad_table};
