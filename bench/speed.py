@@ -64,6 +64,7 @@ def kgexp_train(args: argparse.Namespace) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
 
     from kgexp.build import build_datamodule, build_module
+    from kgexp.config import register_schemas
 
     overrides = [
         f"dataset={args.dataset}",
@@ -81,6 +82,7 @@ def kgexp_train(args: argparse.Namespace) -> dict[str, Any]:
         *([f"sampler.shared={args.shared}"] if args.shared else []),
         "output_dir=.",  # nothing is written: no logger, no checkpoints
     ]
+    register_schemas()
     with initialize_config_dir(str(CONF), version_base=None):
         cfg = compose("config", overrides=overrides)
     datamodule = build_datamodule(cfg)

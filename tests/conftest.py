@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kgexp.config import register_schemas
 from kgexp.data.graph import KnowledgeGraph
 from kgexp.training.negatives import SamplerSetup
 
@@ -20,6 +21,7 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.pop("WANDB_API_KEY", None)
 
 REPO = Path(__file__).resolve().parents[1]
+register_schemas()  # tests compose configs with Hydra's compose API, as kgexp's commands do
 
 
 def mirror_dataset(name: str) -> Path:

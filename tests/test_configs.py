@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from kgexp.build import build_datamodule, build_module, check_selection
+from kgexp.build import build_datamodule, build_module
 from kgexp.cli import config_dir
+from kgexp.config import validate
+from kgexp.config.validation import check_selection
 from kgexp.data.registry import DATASETS
 
 CONF = Path(config_dir())
@@ -40,6 +43,13 @@ def compose_config(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+def validated(cfg):
+    """``cfg`` after :func:`validate`, with a run folder in place of Hydra's runtime one."""
+    OmegaConf.update(cfg, "output_dir", "/tmp/kgexp-run")
+    validate(cfg)
+    return cfg
+
+
 def resolved(cfg):
     """The config without the keys that interpolate Hydra's runtime output folder."""
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("output_dir", "callbacks", "logger")])
@@ -50,7 +60,9 @@ def test_every_group_option_composes_and_builds(group, option):
     overrides = [f"{group}={option}"]
     if option == "custom":
         overrides.append("dataset.path=/some/folder")
-    cfg = compose_config(*overrides)
+    cfg = validated(compose_config(*overrides))
+    if group not in ("setting", "callbacks", "logger"):  # these have no node of their own
+        assert dataclasses.is_dataclass(OmegaConf.get_type(cfg[group])), "the option extends no schema"
     assert (
         (cfg.get("recipe") is not None) == (option != "none")
         if group == "setting"
@@ -65,7 +77,7 @@ def test_every_group_option_composes_and_builds(group, option):
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_builds(experiment):
-    cfg = compose_config(f"experiment={experiment}")
+    cfg = validated(compose_config(f"experiment={experiment}"))
     module = build_module(resolved(cfg), num_entities=12, num_relations=3)
     assert module.model.name == cfg.model.name
 
@@ -185,7 +197,7 @@ def test_emu_paper_settings_hold_the_scripts_values(setting, model):
     cfg = OmegaConf.to_container(
         resolved(compose_config(f"setting={setting}", f"model={model}")), resolve=True
     )
-    assert cfg["optimizer"] == {"name": "adagrad", "lr": EMU_LR[model]}
+    assert (cfg["optimizer"]["name"], cfg["optimizer"]["lr"]) == ("adagrad", EMU_LR[model])
     assert (cfg["data"]["batch_size"], cfg["sampler"]["num_negatives"], cfg["model"]["dim"]) == (
         1000,
         256,
@@ -225,7 +237,7 @@ def test_every_job_of_every_grid_composes_and_builds(experiment):
     sizes = {"grid/emu": 144, "grid/mi": 72, "grid/emu_ablation": 72, "grid/smoke": 8, "grid/codex_s": 24}
     assert len(jobs) == sizes[experiment]
     for job in jobs:
-        cfg = compose_config(*job)
+        cfg = validated(compose_config(*job))
         module = build_module(resolved(cfg), num_entities=12, num_relations=3)
         chosen = dict(o.split("=", 1) for o in job)
         model = chosen.get("model", chosen.get("experiment/codex-s@_global_", cfg.model.name))
@@ -247,7 +259,9 @@ def test_the_codex_s_grid_runs_the_documented_commands():
         command += [f"trainer.max_steps={CODEX_S_STEPS[model]}", "trainer.val_check_interval=100"]
         grid = OmegaConf.to_container(resolved(compose_config(*job)), resolve=True)
         grid.pop("recipe")
-        assert grid == OmegaConf.to_container(resolved(compose_config(*command)), resolve=True), job
+        plain = OmegaConf.to_container(resolved(compose_config(*command)), resolve=True)
+        assert plain.pop("recipe") is None
+        assert grid == plain, job
         seen.add((model, sampler, seed))
     assert len(seen) == 4 * 2 * 3
 
@@ -292,7 +306,7 @@ def test_mi_setting_holds_the_rotate_code_recipes(dataset, model):
         negatives,
         True,
     )
-    assert plain["optimizer"] == {"name": "adam", "lr": lr}
+    assert (plain["optimizer"]["name"], plain["optimizer"]["lr"]) == ("adam", lr)
     assert (
         plain["loss"]["name"] == "self_adversarial"
         and plain["loss"]["adversarial_temperature"] == temperature
@@ -322,39 +336,78 @@ def test_emu_ablation_settings_change_one_thing(setting, changed):
     }
 
 
-# Bad values, written by hand, and the key each error must name.
+# Bad values, written by hand, and what each error must say: composition rejects wrong types and unknown
+# keys; validation rejects keys forced in with +, values out of range, and interpolations of the wrong type.
 BAD_CONFIGS = [
-    (["+model.dimm=64"], "model.dimm"),  # a key forced in that no model takes
-    (["model.dim=abc"], "model.dim: expected an integer, got 'abc'"),
-    (["model.dim=1.5"], "model.dim: expected an integer, got 1.5"),
-    (["model.dim=0"], "model.dim must be a positive integer"),
-    (["model.gamma=big"], "model.gamma: expected a number"),
-    (["sampler.num_negatives=true"], "sampler.num_negatives: expected an integer, got True"),
-    (["sampler.num_negatives=-3"], "sampler.num_negatives must be a positive integer"),
-    (["sampler.filtered=1"], "sampler.filtered: expected true or false, got 1"),
-    (["sampler=emu", "sampler.keep_prob=high"], "sampler.keep_prob: expected a number, got 'high'"),
-    (["sampler=emu", "sampler.keep_prob=1.5"], "sampler.keep_prob must be in [0, 1]"),
-    (["sampler=rw_sans", "sampler.walks=many"], "sampler.walks: expected an integer"),
-    (["mi=infonce", "mi.weight=x"], "mi.weight: expected a number, got 'x'"),
-    (["optimizer.lr=fast"], "optimizer.lr: expected a number, got 'fast'"),
-    (["optimizer.lr=-1"], "optimizer.lr must be positive"),
-    (["schedule.fraction=half"], "schedule.fraction: expected a number, got 'half'"),
-    (["schedule.fraction=2"], "schedule.fraction must be in (0, 1)"),
-    (["data.batch_size=x"], "data.batch_size: expected an integer, got 'x'"),
-    (["loss=margin", "loss.margin=wide"], "loss.margin: expected a number"),
-    (["regularizer=n3", "regularizer.weight=heavy"], "regularizer.weight: expected a number"),
-    (["nonfinite=ignore"], "nonfinite"),
+    (["+model.dimm=64"], "model.dimm: unknown option; valid options: name, dim, gamma, init_range, p_norm"),
+    (["model.dimm=64"], "Key 'dimm' not in 'TranseModelSchema'"),
+    (
+        ["model.dim=abc"],
+        "Value 'abc' of type 'str' could not be converted to Integer\n    full_key: model.dim",
+    ),
+    (
+        ["model.dim=1.5"],
+        "Value '1.5' of type 'float' could not be converted to Integer\n    full_key: model.dim",
+    ),
+    (["model.dim=0"], "model.dim: expected a value >= 1, got 0"),
+    (["model.p_norm=3"], "model.p_norm: expected one of 1, 2, got 3"),
+    (["model.gamma=big"], "full_key: model.gamma"),
+    (["sampler.num_negatives=-3"], "sampler.num_negatives: expected a value >= 1, got -3"),
+    (["sampler.filtered=maybe"], "full_key: sampler.filtered"),
+    (["sampler.sides=sideways"], "sampler.sides: expected one of alternate, both, bernoulli, got 'sideways'"),
+    (["sampler=emu", "sampler.keep_prob=high"], "full_key: sampler.keep_prob"),
+    (["sampler=emu", "sampler.keep_prob=1.5"], "sampler.keep_prob: expected a value in [0, 1], got 1.5"),
+    (
+        ["sampler=emu", "sampler.base=rw_sans", "sampler.walks=0"],
+        "sampler.walks: expected a value >= 1, got 0",
+    ),
+    (["sampler=rw_sans", "sampler.walks=many"], "full_key: sampler.walks"),
+    (["mi=infonce", "mi.weight=x"], "full_key: mi.weight"),
+    (
+        ["mi=infonce", "mi.directions=[hr_t,t_hr]"],
+        "mi.directions: expected one of hr_t, rt_h, got ['hr_t', 't_hr']",
+    ),
+    (["mi=mine", "mi.ema_rate=0"], "mi.ema_rate: expected a value in (0, 1], got 0.0"),
+    (["optimizer.lr=fast"], "full_key: optimizer.lr"),
+    (["optimizer.lr=-1"], "optimizer.lr: expected a value > 0, got -1.0"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay: expected a value >= 0, got -0.1"),
+    (["optimizer.momentum=0.9"], "Key 'momentum' not in 'AdagradOptimizerSchema'"),
+    (["schedule.fraction=half"], "full_key: schedule.fraction"),
+    (["schedule.fraction=1"], "schedule.fraction: expected a value in (0, 1), got 1.0"),
+    (["data.batch_size=x"], "full_key: data.batch_size"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size: expected a value >= 1, got 0"),
+    (["loss=margin", "loss.margin=0"], "loss.margin: expected a value > 0, got 0.0"),
+    (["regularizer=n3", "regularizer.weight=heavy"], "full_key: regularizer.weight"),
+    (["regularizer=n3", "regularizer.scope=everything"], "regularizer.scope: expected one of batch, table"),
+    (["trainer.max_step=10"], "Key 'max_step' not in 'TrainerSchema'"),
+    (["trainer.max_steps=-2"], "trainer.max_steps: expected a value >= -1, got -2"),
+    (
+        ["callbacks=early_stopping", "+callbacks.early_stopping.patiense=3"],
+        "callbacks.early_stopping.patiense",
+    ),
+    (["seed=-1"], "seed: expected a value in [0, 4294967295], got -1"),
+    (["nonfinite=ignore"], "nonfinite: expected one of stop, skip, got 'ignore'"),
+    (["+foo=1"], "foo: unknown option"),
+    (["setting=emu", "model=rotate", "recipe.lr.rotate=fast"], "optimizer.lr: While dereferencing"),
+    (["setting=mi"], "data.batch_size: Interpolation key 'recipe.custom.transe.batch' not found"),
 ]
 
 
 @pytest.mark.parametrize(("overrides", "named"), BAD_CONFIGS)
 def test_a_bad_config_fails_before_any_data_is_loaded_naming_the_key(tmp_path, overrides, named):
     """On a dataset folder that does not exist: the config error must come first."""
+    from hydra.errors import ConfigCompositionException
+
+    from kgexp.config import ConfigError
     from kgexp.train import train
 
-    cfg = compose_config("dataset=custom", f"dataset.path={tmp_path / 'no-dataset'}", *overrides)
+    try:
+        cfg = compose_config("dataset=custom", f"dataset.path={tmp_path / 'no-dataset'}", *overrides)
+    except ConfigCompositionException as error:  # Hydra names the key in the error's cause
+        assert named in f"{error}\n{error.__cause__}"
+        return
     OmegaConf.update(cfg, "output_dir", str(tmp_path / "run"))
-    with pytest.raises((TypeError, ValueError)) as error:
+    with pytest.raises(ConfigError) as error:
         train(cfg)
     assert named in str(error.value)
     assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written either
@@ -364,5 +417,5 @@ def test_a_typo_in_a_key_fails_at_the_command_naming_it(tmp_path):
     from conftest import run_kgexp
 
     result = run_kgexp("model.dimm=64", cwd=tmp_path, check=False)
-    assert result.returncode != 0 and "Key 'dimm' is not in struct" in result.stderr
+    assert result.returncode != 0 and "Key 'dimm' not in 'TranseModelSchema'" in result.stderr
     assert "model.dimm" in result.stderr

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kgexp.choices import check_choice
 from kgexp.data.datamodule import KGDataModule
-from kgexp.evaluation.metrics import METRIC_NAMES
 from kgexp.mi import MutualInformation
 from kgexp.models import MODELS, KGEModel
 from kgexp.training.emu import EMU
@@ -59,39 +55,7 @@ def construct(
     if unknown:
         valid = ", ".join([*accepted, *also_valid])
         raise ValueError(f"{key}.{unknown[0]}: unknown option for {cls.__name__}; valid options: {valid}")
-    check_types(cls, key, options)
     return cls(*args, **options)
-
-
-def check_types(cls: type, key: str, options: Mapping[str, Any]) -> None:
-    """Each option must fit the annotation of ``cls``'s constructor; the error names ``key.option``."""
-    hints = typing.get_type_hints(cls.__init__)
-    for name, value in options.items():
-        if name in hints and not _has_type(value, hints[name]):
-            raise TypeError(f"{key}.{name}: expected {_type_name(hints[name])}, got {value!r}")
-
-
-def _has_type(value: Any, annotation: Any) -> bool:
-    """Whether a config value fits a constructor annotation (an int is a float; a bool is no number)."""
-    if annotation is Any:
-        return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(_has_type(value, option) for option in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    origin = typing.get_origin(annotation) or annotation
-    return not isinstance(origin, type) or isinstance(value, origin)
-
-
-def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(option) for option in typing.get_args(annotation))
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _lookup(registry: Mapping[str, type], key: str, name: str) -> type:
@@ -100,24 +64,9 @@ def _lookup(registry: Mapping[str, type], key: str, name: str) -> type:
     return registry[name]
 
 
-def check_selection(cfg: DictConfig) -> None:
-    """``selection.monitor`` must be a metric that validation logs (intra-group similarity only with MI),
-    ``selection.mode`` min or max."""
-    node = cfg.get("selection")
-    if node is None:
-        return
-    logged = [f"val/{name}" for name in METRIC_NAMES]
-    if cfg.get("mi") is not None and cfg.mi.name != NONE:
-        logged += ["val/intra_group/hr_tails", "val/intra_group/relation_tails"]
-    check_choice("selection.monitor", node.monitor, logged)
-    check_choice("selection.mode", node.mode, ("max", "min"))
-
-
 def build_datamodule(cfg: DictConfig) -> KGDataModule:
-    dataset = _options(cfg.dataset)
-    data = _options(cfg.data)
-    check_types(KGDataModule, "data", data)
-    return construct(KGDataModule, "dataset", {**dataset, **data, "seed": cfg.seed})
+    options = {**_options(cfg.dataset), **_options(cfg.data), "seed": cfg.seed}
+    return construct(KGDataModule, "dataset", options)
 
 
 def build_negatives(cfg: DictConfig) -> tuple[NegativeSampling, EMU | None]:
@@ -178,8 +127,6 @@ def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> Link
             )
         switch = construct(OptimizerSwitch, "schedule", _options(cfg.schedule, "name"))
     optimizer = _options(cfg.optimizer)
-    if not _has_type(optimizer.get("lr"), float):
-        raise TypeError(f"optimizer.lr: expected a number, got {optimizer.get('lr')!r}")
     build_optimizer(model.parameters(), **optimizer)  # fail now, not at the first step, on a bad option
     module = LinkPredictionModule(
         model,

@@ -25,9 +25,13 @@ def train_command(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from kgexp.config import ConfigError
     from kgexp.train import run_job
 
-    metrics = run_job(cfg, keep_going=HydraConfig.get().mode == RunMode.MULTIRUN)
+    try:
+        metrics = run_job(cfg, keep_going=HydraConfig.get().mode == RunMode.MULTIRUN)
+    except ConfigError as error:  # the key and what was expected; a traceback would only bury them
+        raise SystemExit(f"config error: {error}") from None
     return float("nan") if metrics is None else metrics.get(cfg.selection.monitor)
 
 
@@ -59,6 +63,9 @@ def predict_command(cfg: DictConfig) -> None:
     predict(cfg)
 
 
+#: The commands whose configs compose the config groups, which extend the schemas of ``kgexp.config``.
+USES_GROUPS = ("train", "evaluate")
+
 COMMANDS = {
     "train": train_command,
     "evaluate": evaluate_command,
@@ -84,4 +91,8 @@ def main() -> None:
     command = "train"
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         command = sys.argv.pop(1)
+    if command in USES_GROUPS:
+        from kgexp.config import register_schemas
+
+        register_schemas()
     COMMANDS[command]()

@@ -18,8 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from kgexp.atomic import atomic_path, write_json
-from kgexp.build import build_datamodule, build_module, check_selection
+from kgexp.build import build_datamodule, build_module
 from kgexp.checkpointing import AtomicCheckpointIO, CheckpointOnSignal, sigint_as_sigterm
+from kgexp.config import ConfigError, validate
 from kgexp.distributed import SharedOutputDir, launched_as_rank_zero, local_ranks
 from kgexp.evaluation.relations import write_relation_csv
 from kgexp.run_info import collect
@@ -88,9 +89,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Batches are slices of in-memory tensors: worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     started = time.perf_counter()
-    check_selection(cfg)  # every config error now, before any data is loaded or file written:
-    build_module(cfg, num_entities=2, num_relations=1)
-    datamodule = build_datamodule(cfg)
+    try:  # every config error now, before any data is loaded or file written: the schemas, then the
+        validate(cfg)  # rules that join several options, which the constructors check
+        build_module(cfg, num_entities=2, num_relations=1)
+        datamodule = build_datamodule(cfg)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error)) from error
     output_dir = Path(cfg.output_dir)
     if launched_as_rank_zero():
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from kgexp.data.download import resolve_cache_dir
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.graph import KnowledgeGraph, load_graph
+from kgexp.data.registry import get_spec
 from kgexp.distributed import derive_seed, shard_bounds
 from kgexp.sides import HEAD, TAIL
 
@@ -115,6 +116,13 @@ class KGDataModule(pl.LightningDataModule):
         for key, value in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
             if value <= 0:
                 raise ValueError(f"{key} must be a positive integer, got {value}")
+        if path is None and name == "custom":
+            raise ValueError(
+                "dataset.path: dataset=custom reads your own files: set dataset.path=DIR, "
+                "a folder with train.txt, valid.txt and test.txt"
+            )
+        if path is None:
+            get_spec(name)  # an unknown name fails now, not at the download
         self.name, self.path, self.drop_unseen, self.cache_dir = name, path, drop_unseen, cache_dir
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.graph: KnowledgeGraph | None = None

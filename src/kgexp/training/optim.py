@@ -30,9 +30,11 @@ def build_optimizer(
     if not lr > 0:
         raise ValueError(f"optimizer.lr must be positive, got {lr}")
     params = [p for p in params if p.requires_grad]
-    if name in FUSED and all(p.dtype in (torch.float32, torch.float64) for p in params):
+    if kwargs.get("fused") is None:  # unset: fused where it can be
+        fusable = name in FUSED and not (kwargs.get("foreach") or kwargs.get("differentiable"))
+        fusable = fusable and all(p.dtype in (torch.float32, torch.float64) for p in params)
         # One fused kernel per update instead of a dozen full passes over the tables (and their temporaries).
-        kwargs.setdefault("fused", True)
+        kwargs["fused"] = True if fusable else None
     try:
         return OPTIMIZERS[name](params, lr=lr, **kwargs)
     except TypeError as error:
