@@ -247,23 +247,23 @@ def group_schemas() -> dict[str, dict[str, type]]:
 
 def config_schema() -> type:
     """The schema of ``config.yaml``: its own options, and a slot for each group."""
-    data = signature_options(KGDataModule, only=("batch_size", "eval_batch_size"))
-    selection = [Option("monitor", str, "val/mrr"), Option("mode", str, "max")]
-    nodes = {
-        "data": make_schema("DataSchema", "data", data),
-        "selection": make_schema("SelectionSchema", "selection", selection),
-    }
-    own = [
+    data = make_schema(
+        "DataSchema", "data", signature_options(KGDataModule, only=("batch_size", "eval_batch_size"))
+    )
+    selection = make_schema(
+        "SelectionSchema", "selection", [Option("monitor", str, "val/mrr"), Option("mode", str, "max")]
+    )
+    options = [
         Option("seed", int, 0),
         Option("ckpt_path", Optional[str], None),  # noqa: UP045
         Option("nonfinite", str, "stop"),
         Option("output_dir", str),
         Option("recipe", Optional[dict[str, Any]], None),  # noqa: UP045 (a setting's table of values)
+        Option("data", data, data),
+        Option("selection", selection, selection),
+        *(Option(group, Any, None) for group in (*GROUPS, "callbacks", "logger")),
     ]
-    fields = [(o.name, o.annotation, schema_field(o.default, LIMITS[""].get(o.name))) for o in own]
-    fields += [(name, node, schema_field(node, None)) for name, node in nodes.items()]
-    fields += [(group, Any, schema_field(None, None)) for group in (*GROUPS, "callbacks", "logger")]
-    return dataclasses.make_dataclass("KGExpConfig", fields)
+    return make_schema("KGExpConfig", "", options)
 
 
 def register_schemas() -> None:

@@ -121,8 +121,8 @@ class KGDataModule(pl.LightningDataModule):
                 "dataset.path: dataset=custom reads your own files: set dataset.path=DIR, "
                 "a folder with train.txt, valid.txt and test.txt"
             )
-        if path is None:
-            get_spec(name)  # an unknown name fails now, not at the download
+        if path is None:  # an unknown name fails now, not at the download
+            get_spec(name)
         self.name, self.path, self.drop_unseen, self.cache_dir = name, path, drop_unseen, cache_dir
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.graph: KnowledgeGraph | None = None
