@@ -7,6 +7,9 @@
     python bench/speed.py eval --dataset fb15k237 --models rotate --pykeen-queries 400
     python bench/speed.py scaling --out docs/benchmarks     # step time vs d, K, B; eval vs entities
     python bench/speed.py startup --dataset fb15k237         # command to first step, cold and warm
+    python bench/speed.py recipe                             # the reference recipe through the CLI
+    python bench/speed.py recipe --before ../kgexp-old       # ... paired with another source tree
+    python bench/speed.py profile --model distmult --setting uniform   # one recipe step, split up
 
 Every measurement runs in a fresh subprocess (so peak RSS is its own); kgexp and PyKEEN runs alternate,
 each configuration ``--repeats`` times, and the medians and their ratio are reported.
@@ -23,6 +26,19 @@ randomly initialised model of dimension d (the cost does not depend on the weigh
 ``rank_queries`` as its test loop does; PyKEEN runs ``RankBasedEvaluator(filtered=True)`` with batches
 of ``--eval-batch`` queries. Where PyKEEN would take too long, ``--pykeen-queries N`` evaluates the first N
 test triples and scales the time to the whole split (marked "extrapolated").
+
+Recipe: the EMU reference recipe (FB15k-237, d = 100, B = 1000, K = 256, softmax cross-entropy,
+Adagrad then Adam, validation every 500 steps, 100k steps) as a user runs it, ``python -m kgexp
+setting=S model=M dataset=fb15k237``, with ``trainer.max_steps`` cut to ``--short`` and ``--long`` steps
+(no validation falls in either; the optimiser switch falls half-way in both). steps/s is the difference
+of the two runs' steps over the difference of their wall times, so start-up and the final validation and
+test cancel. The end-to-end figure projects a whole run from it: start-up + 100k steps + 200 validations
++ the test, the validation and test times measured in the long run. ``--before DIR`` runs another source
+tree (its ``src`` on ``PYTHONPATH``) in alternation with this one, for paired before/after medians.
+
+Profile: one recipe step split into Lightning's loop, sampling, scoring forward and backward, loss,
+regulariser, MI, optimiser, logging and host synchronisations (``torch.profiler``; each part's time is
+that of its ops, the loop the rest), beside the step's FLOP time at the measured matmul peak.
 
 Needs the ``bench`` extra for PyKEEN (``pip install -e ".[bench]"``) and a dataset mirror or cache
 (``KGEXP_DATA_DIR``/``KGEXP_CACHE_DIR``).
@@ -524,11 +540,247 @@ def run_startup(args: argparse.Namespace) -> None:
             )
 
 
+# -- the reference recipe through the CLI ------------------------------------------------------------
+#: The recipe's settings as the command line sets them: the plain baseline, EMU, and the baseline + MI.
+RECIPE_SETTINGS = {
+    "uniform": ["setting=uniform"],
+    "emu": ["setting=emu"],
+    "mi": ["setting=uniform", "mi=infonce"],
+}
+RECIPE_STEPS, RECIPE_VALIDATIONS = 100_000, 200
+
+
+def cli_run(source: Path, overrides: list[str], steps: int, out: Path) -> dict[str, Any]:
+    """``python -m kgexp`` from the source tree ``source``: its ``run_info.json``."""
+    env = {**os.environ, "PYTHONPATH": str(source / "src"), "WANDB_MODE": "offline"}
+    command = [sys.executable, "-m", "kgexp", "dataset=fb15k237", *overrides, f"trainer.max_steps={steps}"]
+    command.append(f"hydra.run.dir={out}")
+    done = subprocess.run(command, env=env, cwd=source, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads((out / "run_info.json").read_text())
+
+
+def recipe_measure(source: Path, model: str, setting: str, short: int, long: int) -> dict[str, Any]:
+    """steps/s of one configuration from a short and a long run, and the long run's other times."""
+    import tempfile
+
+    overrides = [f"model={model}", *RECIPE_SETTINGS[setting]]
+    with tempfile.TemporaryDirectory() as folder:
+        first = cli_run(source, overrides, short, Path(folder) / "short")
+        second = cli_run(source, overrides, long, Path(folder) / "long")
+    result = {"steps_per_s": (long - short) / (second["wall_time_s"] - first["wall_time_s"])}
+    times = second.get("time")  # run_info's wall-time split (not in older versions)
+    if times:
+        result.update(
+            startup_s=second["startup_s"],
+            validation_s=times["validation_s"] / times["validations"],
+            test_s=times["test_s"],
+        )
+    return result
+
+
+def projected_minutes(row: dict[str, Any]) -> float:
+    """Start-up, 100k steps, 200 validations and the test, in minutes."""
+    seconds = row["startup_s"] + RECIPE_STEPS / row["steps_per_s"] + RECIPE_VALIDATIONS * row["validation_s"]
+    return (seconds + row["test_s"]) / 60
+
+
+def run_recipe(args: argparse.Namespace) -> None:
+    here = Path(__file__).resolve().parents[1]
+    sources = {"after": here, **({"before": Path(args.before).resolve()} if args.before else {})}
+    rows = []
+    for model in args.models:
+        for setting in args.settings:
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
+            for _ in range(args.repeats):
+                for name, source in sources.items():  # alternating, so that both see the same machine
+                    runs[name].append(recipe_measure(source, model, setting, args.short, args.long))
+            row: dict[str, Any] = {"model": model, "setting": setting}
+            for name, results in runs.items():
+                row[name] = {key: median_of(results, key) for key in results[0]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(recipe_table(rows))
+
+
+def recipe_table(rows: list[dict[str, Any]]) -> str:
+    paired = "before" in rows[0]
+    plain = {row["model"]: row["after"]["steps_per_s"] for row in rows if row["setting"] == "uniform"}
+    header = "| model | setting | steps/s |"
+    rule = "|---|---|---|"
+    if paired:
+        header += " steps/s before | speed-up |"
+        rule += "---|---|"
+    header += " step / uniform step | validation (s) | test (s) | 100k steps + 200 validations + test (min) |"
+    rule += "---|---|---|---|"
+    lines = [header, rule]
+    for row in rows:
+        after = row["after"]
+        line = f"| {row['model']} | {row['setting']} | {after['steps_per_s']:.1f} |"
+        if paired:
+            before = row["before"]["steps_per_s"]
+            line += f" {before:.1f} | {after['steps_per_s'] / before:.2f}x |"
+        ratio = plain[row["model"]] / after["steps_per_s"] if row["model"] in plain else float("nan")
+        line += f" {ratio:.2f} | {after['validation_s']:.1f} | {after['test_s']:.1f} |"
+        line += f" {projected_minutes(after):.0f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# -- one recipe step, split up -----------------------------------------------------------------------
+#: Profiled parts: a record_function scope around the module's calls, or autograd nodes by name.
+PROFILE_SCOPES = ("sampling", "scoring forward", "loss", "regulariser", "MI", "logging")
+BACKWARD_PARTS = {
+    "ScoreEach": "scoring backward",
+    "ScoreMutated": "scoring backward",
+    "Embedding": "scoring backward",
+    "PowerSum": "regulariser",
+}
+
+
+def profile_step(args: argparse.Namespace) -> dict[str, Any]:
+    """Times of the parts of one step, from ``torch.profiler`` over ``--steps`` steps of the real loop."""
+    import pytorch_lightning as pl
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from kgexp.build import build_datamodule, build_module
+    from kgexp.config import register_schemas
+    from kgexp.train import instantiate_group
+
+    overrides = ["dataset=fb15k237", f"model={args.model}", *RECIPE_SETTINGS[args.setting]]
+    register_schemas()
+    with initialize_config_dir(str(CONF), version_base=None):
+        cfg = compose("config", overrides=[*overrides, "logger=csv", f"output_dir={args.out}/profile"])
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.graph.num_entities, datamodule.graph.num_relations)
+
+    def scoped(name: str, function):
+        def call(*a, **k):
+            with record_function(f"kgexp/{name}"):
+                return function(*a, **k)
+
+        return call
+
+    sampler = module.negatives.sampler
+    sampler.sample = scoped("sampling", sampler.sample)
+    module.model.score_ids = scoped("scoring forward", module.model.score_ids)
+    module.model.embed_query = scoped("scoring forward", module.model.embed_query)
+    module.loss = scoped("loss", module.loss)
+    if module.emu is not None:
+        module.emu.mutate.scores = scoped("scoring forward", module.emu.mutate.scores)
+        module.emu.loss = scoped("loss", module.emu.loss)
+    if module.regularizer is not None:
+        module.regularizer = scoped("regulariser", module.regularizer)
+    if module.mi is not None:
+        module.mi.forward = scoped("MI", module.mi.forward)
+    module.log = scoped("logging", module.log)
+    stamps: list[float] = []
+    total = args.warmup + args.steps
+    state: dict[str, Any] = {}
+
+    rows_with_gradient: list[float] = []
+
+    class Window(pl.Callback):
+        def on_train_batch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+            stamps.append(time.perf_counter())
+            if len(stamps) == args.warmup + 1:
+                state["profiler"] = profile(activities=[ProfilerActivity.CPU])
+                state["profiler"].__enter__()
+            if len(stamps) == total + 1:
+                state["profiler"].__exit__(None, None, None)
+
+        def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module, optimizer) -> None:
+            if "profiler" not in state:  # the share of entity rows that a row-sparse optimiser could skip
+                grad = pl_module.model.entity.weight.grad
+                rows_with_gradient.append(float((grad != 0).any(1).float().mean()))
+
+    trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_options.update(max_steps=total + 1, enable_model_summary=False)
+    trainer = pl.Trainer(
+        **trainer_options,
+        callbacks=[*instantiate_group(cfg.get("callbacks")), Window()],
+        logger=instantiate_group(cfg.get("logger")),
+        default_root_dir=f"{args.out}/profile",
+    )
+    trainer.fit(module, datamodule=datamodule)
+    step_s = (stamps[total] - stamps[args.warmup]) / args.steps
+    parts = {name: 0.0 for name in (*PROFILE_SCOPES, "scoring backward", "optimiser", "host syncs")}
+    for event in state["profiler"].key_averages():
+        name, seconds = event.key, event.cpu_time_total / 1e6 / args.steps
+        if name.startswith("kgexp/"):
+            parts[name.removeprefix("kgexp/")] += seconds
+        elif name.startswith("autograd::engine::evaluate_function: "):
+            node = name.removeprefix("autograd::engine::evaluate_function: ")
+            part = next((p for prefix, p in BACKWARD_PARTS.items() if node.startswith(prefix)), None)
+            parts[part or backward_part(module, node)] += seconds
+        elif name.startswith("Optimizer.zero_grad") or name in (
+            "aten::_fused_adam_",
+            "aten::_fused_adagrad_",
+        ):
+            parts["optimiser"] += seconds
+        elif name in ("aten::item", "aten::is_nonzero"):
+            parts["host syncs"] += seconds
+    parts["Lightning loop and the rest"] = step_s - sum(parts.values())
+    return {
+        "model": args.model,
+        "setting": args.setting,
+        "step_s": step_s,
+        "parts": parts,
+        "entity_rows_with_gradient": statistics.fmean(rows_with_gradient),
+    }
+
+
+def backward_part(module, node: str) -> str:
+    """Other autograd nodes: MI's when MI is on and the node is one of its layers' ops, else the loss's."""
+    if module.mi is not None and node.startswith(("Addmm", "Mm", "Gelu", "Linalg", "Norm", "Div", "Softmax")):
+        return "MI"
+    return "loss"
+
+
+def step_flops(model: str, setting: str, dim: int = 100, batch: int = 1000, negatives: int = 256) -> float:
+    """Multiply-adds of the scores and both gradients (x 2 FLOP): 6 B (1 + K) w per scoring pass; EMU
+    scores twice."""
+    width = dim * (2 if model in ("complex", "rotate") else 1)
+    passes = 2 if setting == "emu" else 1
+    return passes * 6 * batch * (1 + negatives) * width
+
+
+def run_profile(args: argparse.Namespace) -> None:
+    gflops = matmul_peak_gflops()
+    rows = []
+    for model in args.models:
+        for setting in args.settings:
+            options = {"model": model, "setting": setting, "steps": args.steps, "warmup": args.warmup}
+            row = measure("kgexp", "profile", {**options, "out": args.out})
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    names = list(rows[0]["parts"])
+    lines = [
+        f"| model | setting | step (ms) | FLOP time (ms) | {' | '.join(names)} | entity rows with gradient |",
+        "|---|---|---|---|" + "---|" * (len(names) + 1),
+    ]
+    for row in rows:
+        flop_ms = step_flops(row["model"], row["setting"]) / (gflops * 1e9) * 1e3
+        parts = " | ".join(f"{row['parts'][name] * 1e3:.1f}" for name in names)
+        line = f"| {row['model']} | {row['setting']} | {row['step_s'] * 1e3:.1f} | {flop_ms:.1f} | {parts} |"
+        lines.append(f"{line} {row['entity_rows_with_gradient']:.1%} |")
+    print(f"matmul peak {gflops:.0f} GFLOP/s (parts in ms per step)")
+    print("\n".join(lines))
+
+
+ONE[("kgexp", "profile")] = profile_step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("task", choices=["train", "eval", "scaling", "startup", "one"])
+    parser.add_argument("task", choices=["train", "eval", "scaling", "startup", "recipe", "profile", "one"])
     parser.add_argument("framework", nargs="?")
     parser.add_argument("one_task", nargs="?")
     parser.add_argument("--dataset", default="wn18rr")
@@ -555,13 +807,18 @@ def main() -> None:
     parser.add_argument("--pykeen-repeats", type=int, default=1)
     parser.add_argument("--out", default="docs/benchmarks")
     parser.add_argument("--replot", action="store_true", help="scaling: redraw the plot from scaling.json")
+    parser.add_argument("--settings", nargs="+", default=list(RECIPE_SETTINGS), choices=list(RECIPE_SETTINGS))
+    parser.add_argument("--setting", default="uniform", choices=list(RECIPE_SETTINGS))
+    parser.add_argument("--short", type=int, default=30, help="recipe: steps of the short run")
+    parser.add_argument("--long", type=int, default=330, help="recipe: steps of the long run")
+    parser.add_argument("--before", help="recipe: another kgexp source tree, run in alternation")
     args = parser.parse_args()
     if args.task == "one":
         print(json.dumps(ONE[(args.framework, args.one_task)](args)))
     else:
-        {"train": run_train, "eval": run_eval, "scaling": run_scaling, "startup": run_startup}[args.task](
-            args
-        )
+        tasks = {"train": run_train, "eval": run_eval, "scaling": run_scaling, "startup": run_startup}
+        tasks.update(recipe=run_recipe, profile=run_profile)
+        tasks[args.task](args)
 
 
 if __name__ == "__main__":

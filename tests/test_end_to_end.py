@@ -67,6 +67,10 @@ def test_run_writes_its_outputs(runs, model):
     info = json.loads((run_dir / "run_info.json").read_text())
     assert {"version", "git_commit", "command", "seed", "device", "wall_time_s"} <= set(info)
     assert f"model={model}" in info["command"]
+    times = info["time"]  # 120 steps, validated at 40, 80, 120 and once more on the best checkpoint
+    assert times["training_steps"] == 120 and times["validations"] == 4
+    assert times["training_s"] + times["validation_s"] + times["test_s"] < info["wall_time_s"]
+    assert times["steps_per_s"] == pytest.approx(120 / times["training_s"], rel=1e-2)
     config = (run_dir / "config.yaml").read_text()
     assert f"name: {model}" in config and "${" not in config  # resolved
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()

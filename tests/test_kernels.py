@@ -214,3 +214,70 @@ def test_rank_counts_read_a_transposed_block_as_the_row_major_one():
     for block in (scores, transposed):
         for got, want in zip(kernels.rank_counts(block, targets, rows, cols), expected, strict=True):
             assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 5])
+@pytest.mark.parametrize("modulus", [False, True])
+def test_power_sum_matches_autograd_of_the_plain_expression_in_float64(p, modulus):
+    x = torch.randn(67, 10, generator=torch.Generator().manual_seed(p)) * 0.7  # 67 rows: a ragged block
+    x[3, 2] = 0.0  # |x|^p at 0: value 0, slope 0
+    reference = x.double().requires_grad_()
+    values = reference
+    if modulus:
+        re, im = reference.chunk(2, dim=-1)
+        values = torch.sqrt(re**2 + im**2 + 1e-30)
+    expected = values.abs().pow(p).sum()
+    (expected_grad,) = torch.autograd.grad(expected * 0.3, reference)
+    fused = x.clone().requires_grad_()
+    got = kernels.power_sum(fused, p, modulus)
+    (got_grad,) = torch.autograd.grad(got * 0.3, fused)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got_grad.double(), expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_power_sum_does_not_depend_on_the_number_of_threads():
+    x = torch.randn(1000, 30, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    try:
+        sums = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            sums.append(kernels.power_sum(x, 3, False))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(*sums)
+
+
+def test_rank_modulus_counts_as_the_full_score_block_with_ties_nan_and_filters():
+    """The bound only skips entities that score below the target; every count equals the block's."""
+    table, queries = leaves(rows=203, width=12, batch=41)  # a ragged last tile, an odd last query
+    with torch.no_grad():
+        table[7] = table[3]  # exact ties with the target below
+        table[11] = queries[0] + 1e-3  # near the first query, far from the others
+        queries[5] = float("nan")  # a NaN query: every score NaN
+        table[100, 0] = float("nan")  # a NaN candidate: better than any target
+        generator = torch.Generator().manual_seed(6)
+        targets = torch.randint(203, (41,), generator=generator)
+        targets[1], targets[2] = 3, 7
+        rows = torch.randint(41, (300,), generator=generator)
+        cols = torch.randint(203, (300,), generator=generator)
+        rows[:3], cols[:3] = 1, torch.tensor([7, 3, 11])  # known answers tied with and equal to the target
+        block = kernels.score_all(queries, table, kernels.MODULUS, GAMMA)
+        expected = rank_counts_with_tensor_ops(block, targets, rows, cols)
+        got = kernels.rank_modulus(queries, table, targets, rows, cols, GAMMA)
+    for counts, want in zip(got, expected, strict=True):
+        assert torch.equal(counts, want)
+
+
+def test_rank_modulus_prunes_without_changing_ranks_of_a_trained_like_model():
+    """Queries next to their targets: the bound rules most entities out, the ranks stay those of the block."""
+    generator = torch.Generator().manual_seed(8)
+    table = torch.randn(500, 16, generator=generator)
+    targets = torch.randint(500, (64,), generator=generator)
+    queries = table[targets] + 0.05 * torch.randn(64, 16, generator=generator)
+    empty = torch.zeros(0, dtype=torch.int64)
+    block = kernels.score_all(queries, table, kernels.MODULUS, GAMMA)
+    expected = rank_counts_with_tensor_ops(block, targets, empty, empty)
+    got = kernels.rank_modulus(queries, table, targets, empty, empty, GAMMA)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert (expected[0] == 0).float().mean() > 0.9  # nearly every target ranks first

@@ -111,3 +111,62 @@ def test_an_override_of_a_config_group_path_is_a_column_of_its_own(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| experiment/codex-s@_global_ | seeds | mrr |" in table
     assert "| rotate | 0 2 |" not in table and "| rotate | 2 | 0.7000 |" in table
+
+
+def write_published(path: Path, rows: list[str]) -> Path:
+    path.write_text("model,sampler,test/mrr,test/hits@10,source\n" + "".join(f"{row}\n" for row in rows))
+    return path
+
+
+def test_published_numbers_stand_beside_the_measured_with_their_difference(grid, tmp_path):
+    published = write_published(
+        tmp_path / "published.csv",
+        [
+            "transe,uniform,0.300,0.500,Paper A Table 1",  # measured 0.31: inside a 0.01 tolerance
+            "transe,emu,0.360,,Paper A Table 1",  # measured 0.34: outside; no published H@10
+            "distmult,emu,0.500,0.600,Paper B",  # nothing measured
+        ],
+    )
+    main([str(grid), "--out", str(tmp_path), "--published", str(published)])
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    start = lines.index("Against the published numbers (Δ = measured − published; tolerance 0.01 MRR):")
+    table = lines[start + 2 : start + 6]
+    assert table[0] == (
+        "| model | sampler | mrr | published mrr | Δ mrr | hits@10 | published hits@10 | Δ hits@10 "
+        "| within 0.01 (MRR) |"
+    )
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line for line in table[2:]}
+    emu, uniform = rows[("transe", "emu")], rows[("transe", "uniform")]
+    assert "| 0.3400 ± 0.0141 | 0.360 | -0.020 |" in emu and emu.endswith("| **no** |")
+    assert "| 0.5400 ± 0.0141 | – | – |" in emu  # H@10 measured, none published
+    assert "| 0.3100 ± 0.0100 | 0.300 | +0.010 |" in uniform and uniform.endswith("| yes |")
+    assert ("rotate", "emu") not in rows  # measured, but not in the published file
+    assert "Published numbers: Paper A Table 1." in lines  # the source of a matched row, once
+
+
+def test_a_wider_tolerance_counts_more_cells_as_reproduced(grid, tmp_path):
+    published = write_published(tmp_path / "published.csv", ["transe,emu,0.360,0.560,"])
+    main([str(grid), "--out", str(tmp_path), "--published", str(published), "--tolerance", "0.05"])
+    assert "| 0.3400 ± 0.0141 | 0.360 | -0.020 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "results.md").read_text().count("| yes |") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("model,sampler\ntranse,emu\n", "expected override columns (e.g. setting, model) and metric columns"),
+        ("test/mrr\n0.3\n", "expected override columns"),
+        ("model,test/mrr\ntranse,0.3\ntranse,high\n", "published.csv:3: column test/mrr: expected a number"),
+    ],
+)
+def test_a_malformed_published_file_is_a_one_line_error_naming_it(grid, tmp_path, content, message):
+    path = tmp_path / "published.csv"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        main([str(grid), "--out", str(tmp_path), "--published", str(path)])
+    assert message in str(stop.value) and "\n" not in str(stop.value)
+
+
+def test_a_missing_published_file_is_named(grid, tmp_path):
+    with pytest.raises(SystemExit, match="--published .*nothing.csv: no such file"):
+        main([str(grid), "--published", str(tmp_path / "nothing.csv")])

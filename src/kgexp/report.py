@@ -4,6 +4,12 @@ Jobs are the training-run folders (``status.json`` beside ``.hydra/overrides.yam
 by their overrides without ``seed``; each group gets mean ± sample standard deviation over its finished
 jobs. A job without ``metrics.json`` is failed (``status.json`` says so) or unfinished, and is listed,
 never averaged in.
+
+``--published FILE.csv`` puts published numbers beside the measured ones: each row of the file names a
+configuration by override columns (``setting``, ``model``, ...; a row matches the groups whose overrides
+have those values), gives published metrics in columns named as the measured ones (``test/mrr``,
+``test/hits@10``, ...) and may cite its ``source``. ``results.md`` then lists measured, published and
+the difference per cell, and marks the configurations whose MRR is further than ``--tolerance`` away.
 """
 
 from __future__ import annotations
@@ -102,7 +108,106 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.4f}" if std != std else f"{mean:.4f} ± {std:.4f}"
 
 
-def write_report(jobs: list[Job], out: Path) -> list[dict[str, object]]:
+@dataclass
+class Published:
+    """Published numbers: one configuration (override values) and its metrics per row, with the source."""
+
+    rows: list[tuple[dict[str, str], dict[str, float], str]]
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted({m for _, metrics, _ in self.rows for m in metrics}, key=_metric_order)
+
+    def find(self, overrides: dict[str, object]) -> tuple[dict[str, float], str] | None:
+        """The published metrics of the configuration that ``overrides`` (a measured group) belongs to."""
+        for configuration, metrics, source in self.rows:
+            if all(str(overrides.get(k)) == v for k, v in configuration.items()):
+                return metrics, source
+        return None
+
+
+def _metric_order(metric: str) -> tuple[int, str]:
+    order = [*METRICS, *CATEGORY_METRICS]
+    return (order.index(metric), metric) if metric in order else (len(order), metric)
+
+
+def read_published(path: Path) -> Published:
+    """``FILE.csv`` with override columns, metric columns (names with a '/') and an optional ``source``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"report: --published {path}: no such file")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        metric_columns = [f for f in fields if "/" in f]
+        axis_columns = [f for f in fields if "/" not in f and f != "source"]
+        if not metric_columns or not axis_columns:
+            raise ValueError(
+                f"report: --published {path}: expected override columns (e.g. setting, model) and metric "
+                f"columns named like test/mrr, got {', '.join(fields) or 'no header'}"
+            )
+        rows = []
+        for line, record in enumerate(reader, start=2):
+            metrics = {}
+            for column in metric_columns:
+                value = (record.get(column) or "").strip()
+                if not value:
+                    continue
+                try:
+                    metrics[column] = float(value)
+                except ValueError:
+                    raise ValueError(
+                        f"report: {path}:{line}: column {column}: expected a number, got {value!r}"
+                    ) from None
+            configuration = {column: (record.get(column) or "").strip() for column in axis_columns}
+            rows.append((configuration, metrics, (record.get("source") or "").strip()))
+    return Published(rows)
+
+
+def published_lines(rows: list[dict[str, object]], axes: list[str], published: Published, tolerance: float):
+    """The measured-against-published table of ``results.md``."""
+    metrics = published.metrics
+    header = [*axes]
+    for metric in metrics:
+        name = metric.removeprefix("test/")
+        header += [f"{name}", f"published {name}", f"Δ {name}"]
+    header.append(f"within {tolerance:g} (MRR)")
+    lines = [
+        "",
+        f"Against the published numbers (Δ = measured − published; tolerance {tolerance:g} MRR):",
+        "",
+    ]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    sources: list[str] = []
+    matched = 0
+    for row in rows:
+        found = published.find(row)
+        if found is None:
+            continue
+        matched += 1
+        values, source = found
+        if source and source not in sources:
+            sources.append(source)
+        cells = [str(row.get(a, "")) for a in axes]
+        for metric in metrics:
+            mean, std = row.get(f"{metric} mean", float("nan")), row.get(f"{metric} std", float("nan"))
+            reference = values.get(metric)
+            cells.append(_cell(mean, std))
+            cells.append("–" if reference is None else f"{reference:.3f}")
+            cells.append("–" if reference is None or mean != mean else f"{mean - reference:+.3f}")
+        mrr, reference = row.get("test/mrr mean", float("nan")), values.get("test/mrr")
+        within = reference is not None and mrr == mrr and abs(mrr - reference) <= tolerance + 1e-9
+        cells.append("–" if reference is None or mrr != mrr else ("yes" if within else "**no**"))
+        lines.append("| " + " | ".join(cells) + " |")
+    if not matched:
+        lines.append("No measured configuration matches a published row.")
+    if sources:
+        lines += ["", *(f"Published numbers: {source}." for source in sources)]
+    return lines
+
+
+def write_report(
+    jobs: list[Job], out: Path, published: Published | None = None, tolerance: float = 0.01
+) -> list[dict[str, object]]:
     """``results.csv``, ``results.md`` and ``results.png`` in ``out``; returns the summary rows."""
     rows = summarize_groups(jobs)
     axes = sorted({k for job in jobs for k in job.overrides})  # e.g. model, experiment/codex-s@_global_
@@ -124,6 +229,8 @@ def write_report(jobs: list[Job], out: Path) -> list[dict[str, object]]:
         cells = [str(row.get(a, "")) for a in axes] + [str(row["seeds"])]
         cells += [_cell(row[f"{m} mean"], row[f"{m} std"]) for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
+    if published is not None:
+        lines += published_lines(rows, axes, published, tolerance)
     if any(row[f"{m} mean"] == row[f"{m} mean"] for row in rows for m in CATEGORY_METRICS):
         header = [*axes, *(f"{c} MRR" for c in CATEGORIES)]
         lines += ["", "Test MRR per relation category:", ""]
@@ -180,11 +287,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="kgexp report", description=__doc__)
     parser.add_argument("folders", nargs="+", type=Path, help="multirun folders (or job folders)")
     parser.add_argument("--out", type=Path, help="where to write results.* (default: the first folder)")
+    parser.add_argument("--published", type=Path, help="CSV of published numbers to put beside the measured")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.01, help="|measured - published| MRR counted as reproduced"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    jobs = find_jobs(args.folders)
+    try:
+        published = read_published(args.published) if args.published else None
+        jobs = find_jobs(args.folders)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(str(error)) from None
     out = args.out or args.folders[0]
-    rows = write_report(jobs, out)
+    rows = write_report(jobs, out, published, args.tolerance)
     missing = [job for job in jobs if job.status != "finished"]
     log.info(
         "report: %d groups from %d finished jobs written to %s", len(rows), len(jobs) - len(missing), out

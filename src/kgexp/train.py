@@ -23,7 +23,7 @@ from kgexp.checkpointing import AtomicCheckpointIO, CheckpointOnSignal, sigint_a
 from kgexp.config import ConfigError, validate
 from kgexp.distributed import SharedOutputDir, launched_as_rank_zero, local_ranks
 from kgexp.evaluation.relations import write_relation_csv
-from kgexp.run_info import collect
+from kgexp.run_info import StageTimes, collect
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     with local_ranks(cfg.trainer, "train", output_dir):
         callbacks = instantiate_group(cfg.get("callbacks"))
         loggers = instantiate_group(cfg.get("logger"), {"wandb": wandb_grouping(cfg)})
+        times = StageTimes()
         trainer = pl.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
-            callbacks=[*callbacks, SharedOutputDir(output_dir), CheckpointOnSignal()],
+            callbacks=[*callbacks, SharedOutputDir(output_dir), CheckpointOnSignal(), times],
             logger=loggers,
             plugins=[AtomicCheckpointIO()],
             default_root_dir=str(output_dir),
@@ -135,6 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             world_size=trainer.world_size,
             wall_time_s=time.perf_counter() - started,
             startup_s=module.startup_s,
+            time=times.summary(),
             best_checkpoint=best or None,
             resumed_from=cfg.get("ckpt_path"),
             global_step=trainer.global_step,

@@ -1,4 +1,5 @@
-"""Fused CPU scoring kernels (``scoring.cpp``), compiled on first use and cached.
+"""Fused CPU kernels (``scoring.cpp`` for training, ``ranking.cpp`` for evaluation, ``norms.cpp`` for the
+regulariser), compiled on first use and cached.
 
 ``torch.utils.cpp_extension.load`` builds the library once per machine and source version into
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), under a file lock, so parallel jobs
@@ -9,6 +10,7 @@ the same scores, at the speed of materialised tensors.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -18,7 +20,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("scoring.cpp")
+HERE = Path(__file__).parent
+SOURCES = [HERE / name for name in ("scoring.cpp", "ranking.cpp", "norms.cpp")]
+HEADERS = [HERE / "common.h"]
 #: Scorer kinds understood by the kernels.
 DOT, L1, L2, MODULUS = 0, 1, 2, 3
 #: Set to 0 to use plain tensor ops everywhere (for comparisons; the scores are the same).
@@ -34,10 +38,19 @@ def available() -> bool:
         from torch.utils.cpp_extension import load
 
         _find_ninja()
+        # torch rebuilds when a source changes; the headers' digest in the flags covers them too
+        digest = hashlib.sha256(b"".join(path.read_bytes() for path in HEADERS)).hexdigest()[:16]
         load(
-            name="kgexp_scoring",
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"],
+            name="kgexp_kernels",
+            sources=[str(path) for path in SOURCES],
+            extra_cflags=[
+                "-O3",
+                "-march=native",
+                "-fopenmp-simd",
+                "-fno-math-errno",
+                "-fno-trapping-math",
+                f"-DKGEXP_HEADERS={digest}",
+            ],
             is_python_module=False,
             verbose=False,
         )
@@ -73,10 +86,7 @@ class ScoreEach(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        queries, table, order, offsets = ctx.saved_tensors
-        grad_queries, grad_table = torch.ops.kgexp.score_each_backward(
-            grad, queries, table, order, offsets, ctx.kind
-        )
+        grad_queries, grad_table = torch.ops.kgexp.score_each_backward(grad, *ctx.saved_tensors, ctx.kind)
         return grad_queries, grad_table, None, None, None
 
 
@@ -87,6 +97,18 @@ def score_each(queries: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, ki
 def score_all(queries: torch.Tensor, table: torch.Tensor, kind: int, gamma: float) -> torch.Tensor:
     """Scores ``(B, N)`` against every row of ``table`` (no gradient: for evaluation)."""
     return torch.ops.kgexp.score_all(queries, table, kind, gamma)
+
+
+def rank_modulus(
+    queries: torch.Tensor,
+    table: torch.Tensor,
+    targets: torch.Tensor,
+    filter_rows: torch.Tensor,
+    filter_cols: torch.Tensor,
+    gamma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rank_counts` of RotatE's scores against every table row, without the score block."""
+    return torch.ops.kgexp.rank_modulus(queries, table, targets, filter_rows, filter_cols, gamma)
 
 
 def rank_counts(
@@ -158,3 +180,23 @@ def mutation_keep(
     keep = ((hashed & 0xFFFF) < levels).view(rows, count, mask_width)
     keep[:, 0] = True
     return torch.cat([keep, keep], dim=-1) if shared else keep
+
+
+class PowerSum(torch.autograd.Function):
+    """``sum |x|^p`` over a table (with ``modulus``: over the moduli of its complex coordinates) in one pass,
+    its gradient in one more, without the temporaries of ``x.abs().pow(p).sum()``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: int, modulus: bool) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.options = (p, modulus)
+        return torch.ops.kgexp.power_sum(x, p, modulus)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return torch.ops.kgexp.power_sum_backward(grad, x, *ctx.options), None, None
+
+
+def power_sum(x: torch.Tensor, p: int, modulus: bool) -> torch.Tensor:
+    return PowerSum.apply(x, p, modulus)

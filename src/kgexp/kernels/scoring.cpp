@@ -14,55 +14,15 @@
 //                        and otherwise copied from the positive. The mask bits are a hash of (seeds,
 //                        position), recomputed in the backward instead of stored.
 //   score_mutated_backward
-//   rank_counts          per row of a (B, N) score block, the candidates scoring better than the target
-//                        and those scoring better or equal, minus the filtered known answers (one pass)
-//   score_all            (B, N) scores of queries against every table row, tiled for the caches (for
-//                        the distance scorers; the bilinear ones use a matmul)
 //
-// Scorers (`kind`): 0 dot product, 1 gamma - L1 distance, 2 gamma - L2 distance, 3 gamma - sum of complex
-// moduli of the difference (RotatE; rows are [re | im] halves).
+// The forward passes score four pairs of a row at a time (common.h's score_four).
 
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <vector>
+#include "common.h"
 
+namespace kgexp {
 namespace {
-
-constexpr int64_t DOT = 0, L1 = 1, L2 = 2, MODULUS = 3;
-
-template <int64_t KIND>
-inline float score_row(const float* q, const float* c, int64_t width, float gamma) {
-  float acc = 0.0f;
-  if constexpr (KIND == DOT) {
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < width; ++j) acc += q[j] * c[j];
-    return acc;
-  } else if constexpr (KIND == L1) {
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < width; ++j) acc += std::abs(q[j] - c[j]);
-    return gamma - acc;
-  } else if constexpr (KIND == L2) {
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < width; ++j) {
-      const float d = q[j] - c[j];
-      acc += d * d;
-    }
-    return gamma - std::sqrt(acc);
-  } else {
-    const int64_t half = width / 2;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < half; ++j) {
-      const float re = q[j] - c[j], im = q[j + half] - c[j + half];
-      acc += std::sqrt(re * re + im * im);
-    }
-    return gamma - acc;
-  }
-}
 
 // The gradients of one pair: out_c += coef * d score / d candidate, out_q += coef * d score / d query.
 // For the distance scorers d/dq = -d/dc. Subgradient 0 where a distance or modulus is 0.
@@ -148,25 +108,6 @@ inline void mutate_row(const Mask& mask, uint64_t pair, const float* __restrict_
   for (int64_t j = 0; j < width; ++j) mutated[j] = keep[j] != 0.0f ? c[j] : positive[j];
 }
 
-template <typename F>
-void dispatch_kind(int64_t kind, F&& body) {
-  switch (kind) {
-    case DOT: body(std::integral_constant<int64_t, DOT>{}); break;
-    case L1: body(std::integral_constant<int64_t, L1>{}); break;
-    case L2: body(std::integral_constant<int64_t, L2>{}); break;
-    case MODULUS: body(std::integral_constant<int64_t, MODULUS>{}); break;
-    default: TORCH_CHECK(false, "kgexp kernels: unknown scorer kind ", kind);
-  }
-}
-
-void check_inputs(const at::Tensor& queries, const at::Tensor& table) {
-  TORCH_CHECK(queries.device().is_cpu() && table.device().is_cpu(), "kgexp kernels run on CPU tensors");
-  TORCH_CHECK(queries.scalar_type() == at::kFloat && table.scalar_type() == at::kFloat,
-              "kgexp kernels take float32 queries and tables");
-  TORCH_CHECK(queries.dim() == 2 && table.dim() == 2 && queries.size(1) == table.size(1),
-              "kgexp kernels: queries (B, width) and table (N, width) must have the same width");
-}
-
 void check_ids(const at::Tensor& ids, int64_t rows, int64_t batch) {
   TORCH_CHECK(ids.scalar_type() == at::kLong && ids.dim() == 2 && ids.size(0) == batch,
               "kgexp kernels: ids must be an int64 (B, K) tensor");
@@ -212,7 +153,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> score_each(const at::Tensor& quer
     at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const float* c = t + r * width;
-        for (int64_t s = off[r]; s < off[r + 1]; ++s) {
+        const float* same[4] = {c, c, c, c};
+        int64_t s = off[r];
+        for (; s + 4 <= off[r + 1]; s += 4) {
+          const float* four[4];
+          for (int u = 0; u < 4; ++u) four[u] = q + (ord[s + u] / count) * width;
+          float scores4[4];
+          score_four<KIND>(four, same, width, (float)gamma, scores4);
+          for (int u = 0; u < 4; ++u) out[ord[s + u]] = scores4[u];
+        }
+        for (; s < off[r + 1]; ++s) {
           const int64_t p = ord[s];
           out[p] = score_row<KIND>(q + (p / count) * width, c, width, (float)gamma);
         }
@@ -292,18 +242,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> score_mutated(const at::Tensor& q
   dispatch_kind(kind, [&](auto k) {
     constexpr int64_t KIND = decltype(k)::value;
     at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
-      std::vector<float> mutated(width), keep(width);
+      std::vector<float> mutated(4 * width), keep(width);
+      const float* four_q[4];
+      const float* four_c[4];
+      int64_t slots[4];
+      int64_t filled = 0;
+      auto flush = [&]() {  // four pairs at once; a row's last ones one by one
+        if (filled == 4) {
+          float scores4[4];
+          score_four<KIND>(four_q, four_c, width, (float)gamma, scores4);
+          for (int u = 0; u < 4; ++u) out[slots[u]] = scores4[u];
+        } else {
+          for (int64_t u = 0; u < filled; ++u) out[slots[u]] = score_row<KIND>(four_q[u], four_c[u], width, (float)gamma);
+        }
+        filled = 0;
+      };
       for (int64_t r = begin; r < end; ++r) {
         const float* c = t + r * width;
         for (int64_t s = off[r]; s < off[r + 1]; ++s) {
           const int64_t p = ord[s], b = p / count;
           const float* row = c;
           if (p % count != 0) {
-            mutate_row(mask, p, c, pos + b * width, width, mutated.data(), keep.data());
-            row = mutated.data();
+            float* buffer = mutated.data() + filled * width;
+            mutate_row(mask, p, c, pos + b * width, width, buffer, keep.data());
+            row = buffer;
           }
-          out[p] = score_row<KIND>(q + b * width, row, width, (float)gamma);
+          four_q[filled] = q + b * width, four_c[filled] = row, slots[filled] = p;
+          if (++filled == 4) flush();
         }
+        flush();
       }
     });
   });
@@ -357,135 +324,18 @@ std::tuple<at::Tensor, at::Tensor> score_mutated_backward(const at::Tensor& grad
   return {sums[0], grad_table};
 }
 
-at::Tensor score_all(const at::Tensor& queries_in, const at::Tensor& table_in, int64_t kind, double gamma) {
-  check_inputs(queries_in, table_in);
-  const auto queries = queries_in.contiguous(), table = table_in.contiguous();
-  const int64_t batch = queries.size(0), width = queries.size(1), rows = table.size(0);
-  auto scores = at::empty({batch, rows}, queries.options());
-  const float* q = queries.data_ptr<float>();
-  const float* t = table.data_ptr<float>();
-  float* out = scores.data_ptr<float>();
-  // A block of queries against a tile of table rows, both sized to stay in the L2 cache, so the table
-  // is streamed from memory once per query block rather than once per query.
-  const int64_t block_floats = 24 * 1024;  // 96 KiB of queries, 96 KiB of table rows
-  const int64_t query_block = std::max<int64_t>(1, block_floats / std::max<int64_t>(1, width));
-  const int64_t tile = query_block;
-  dispatch_kind(kind, [&](auto k) {
-    constexpr int64_t KIND = decltype(k)::value;
-    const int64_t blocks = (batch + query_block - 1) / query_block;
-    const int64_t tiles = (rows + tile - 1) / tile;
-    // Work items are (query block, table tile) pairs, so both cores stay busy for small batches too.
-    at::parallel_for(0, blocks * tiles, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t b0 = (item / tiles) * query_block, r0 = (item % tiles) * tile;
-        const int64_t b1 = std::min(batch, b0 + query_block), r1 = std::min(rows, r0 + tile);
-        for (int64_t b = b0; b < b1; ++b) {
-          const float* qb = q + b * width;
-          float* row_out = out + b * rows;
-          for (int64_t r = r0; r < r1; ++r) row_out[r] = score_row<KIND>(qb, t + r * width, width, (float)gamma);
-        }
-      }
-    });
-  });
-  return scores;
-}
-
-// Filtered rank counts of targets[b] in row b of a (B, N) score block: better = !(s <= t) (NaN scores, or
-// a NaN target, count as better), tied = (s == t). The target counts as tied with itself; filtered
-// (row, col) pairs other than the target are removed from both counts. The block may be row-major or
-// the transpose of a row-major (N, B) matrix (what a matmul of entities by queries gives); the second is
-// counted row by row of the (N, B) matrix, vectorised over the queries.
-std::tuple<at::Tensor, at::Tensor> rank_counts(const at::Tensor& scores_in, const at::Tensor& targets_in,
-                                               const at::Tensor& filter_rows_in, const at::Tensor& filter_cols_in) {
-  TORCH_CHECK(scores_in.device().is_cpu() && scores_in.scalar_type() == at::kFloat && scores_in.dim() == 2,
-              "kgexp kernels: rank_counts takes a float32 (B, N) CPU score block");
-  const int64_t batch = scores_in.size(0), count = scores_in.size(1);
-  const bool transposed = batch > 1 && scores_in.stride(0) == 1 && scores_in.stride(1) == batch;
-  const auto scores = transposed ? scores_in : scores_in.contiguous();
-  const int64_t row_stride = transposed ? 1 : count, col_stride = transposed ? batch : 1;
-  const auto targets = targets_in.contiguous();
-  const auto filter_rows = filter_rows_in.contiguous(), filter_cols = filter_cols_in.contiguous();
-  TORCH_CHECK(targets.numel() == batch, "kgexp kernels: one target per score row");
-  const int64_t* target = targets.data_ptr<int64_t>();
-  for (int64_t b = 0; b < batch; ++b) {
-    TORCH_CHECK(target[b] >= 0 && target[b] < count, "kgexp kernels: target out of range");
-  }
-  const float* s = scores.data_ptr<float>();
-  auto score_at = [&](int64_t b, int64_t e) { return s[b * row_stride + e * col_stride]; };
-  std::vector<float> t(batch);
-  std::vector<int32_t> better(batch, 0), tied(batch, 0);
-  for (int64_t b = 0; b < batch; ++b) t[b] = score_at(b, target[b]);
-  if (transposed) {
-    at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t e = 0; e < count; ++e) {
-        const float* row = s + e * batch;
-#pragma omp simd
-        for (int64_t b = begin; b < end; ++b) {
-          better[b] += !(row[b] <= t[b]);
-          tied[b] += row[b] == t[b];
-        }
-      }
-    });
-  } else {
-    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const float* row = s + b * count;
-        const float target_score = t[b];
-        int32_t above = 0, equal = 0;
-#pragma omp simd reduction(+ : above, equal)
-        for (int64_t e = 0; e < count; ++e) {
-          above += !(row[e] <= target_score);
-          equal += row[e] == target_score;
-        }
-        better[b] = above;
-        tied[b] = equal;
-      }
-    });
-  }
-  auto greater = at::empty({batch}, targets.options());
-  auto greater_equal = at::empty({batch}, targets.options());
-  int64_t* gt = greater.data_ptr<int64_t>();
-  int64_t* ge = greater_equal.data_ptr<int64_t>();
-  for (int64_t b = 0; b < batch; ++b) {
-    if (std::isnan(t[b])) {  // the target counted itself as better; it is tied with itself
-      better[b] -= 1;
-      tied[b] += 1;
-    }
-    gt[b] = better[b];
-    ge[b] = static_cast<int64_t>(better[b]) + tied[b];
-  }
-  const int64_t* rows = filter_rows.data_ptr<int64_t>();
-  const int64_t* cols = filter_cols.data_ptr<int64_t>();
-  for (int64_t i = 0; i < filter_rows.numel(); ++i) {
-    const int64_t b = rows[i], e = cols[i];
-    if (e == target[b]) continue;
-    const float v = score_at(b, e);
-    if (!(v <= t[b])) {
-      gt[b] -= 1;
-      ge[b] -= 1;
-    } else if (v == t[b]) {
-      ge[b] -= 1;
-    }
-  }
-  return {greater, greater_equal};
-}
-
 }  // namespace
-
-TORCH_LIBRARY(kgexp, m) {
+}  // namespace kgexp
+TORCH_LIBRARY_FRAGMENT(kgexp, m) {
   m.def("score_each(Tensor queries, Tensor table, Tensor ids, int kind, float gamma) -> (Tensor, Tensor, Tensor)");
   m.def("score_each_backward(Tensor grad, Tensor queries, Tensor table, Tensor order, Tensor offsets, int kind) -> (Tensor, Tensor)");
   m.def("score_mutated(Tensor queries, Tensor table, Tensor ids, int kind, float gamma, int seed_a, int seed_b, int levels, bool shared) -> (Tensor, Tensor, Tensor)");
   m.def("score_mutated_backward(Tensor grad, Tensor queries, Tensor table, Tensor ids, Tensor order, Tensor offsets, int kind, int seed_a, int seed_b, int levels, bool shared) -> (Tensor, Tensor)");
-  m.def("rank_counts(Tensor scores, Tensor targets, Tensor filter_rows, Tensor filter_cols) -> (Tensor, Tensor)");
-  m.def("score_all(Tensor queries, Tensor table, int kind, float gamma) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(kgexp, CPU, m) {
-  m.impl("score_each", &score_each);
-  m.impl("score_each_backward", &score_each_backward);
-  m.impl("score_mutated", &score_mutated);
-  m.impl("score_mutated_backward", &score_mutated_backward);
-  m.impl("rank_counts", &rank_counts);
-  m.impl("score_all", &score_all);
+  m.impl("score_each", &kgexp::score_each);
+  m.impl("score_each_backward", &kgexp::score_each_backward);
+  m.impl("score_mutated", &kgexp::score_mutated);
+  m.impl("score_mutated_backward", &kgexp::score_mutated_backward);
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kgexp import kernels
 from kgexp.choices import check_choice
 from kgexp.models.base import KGEModel
 
@@ -25,7 +26,10 @@ class NormRegularizer:
         self.weight, self.p, self.scope, self.complex_modulus = weight, p, scope, complex_modulus
 
     def _norm(self, x: Tensor, factor: int) -> Tensor:
-        if self.complex_modulus and factor == 2:
+        modulus = self.complex_modulus and factor == 2
+        if x.dim() == 2 and kernels.usable(x):  # one pass each way, no temporaries of the table's size
+            return kernels.power_sum(x, self.p, modulus)
+        if modulus:
             re, im = x.chunk(2, dim=-1)
             x = torch.sqrt(re**2 + im**2 + 1e-30)
         return x.abs().pow(self.p).sum()
