@@ -62,3 +62,28 @@ def test_filtered_evaluation_time_of_kgexp():
     seconds, per_second = float(row[3]), float(row[4].replace(",", ""))
     assert abs(per_second - 402 / seconds) <= 0.005 / seconds * per_second + 1  # seconds has 2 decimals
     assert re.fullmatch(r"[\d.]+", row[7])  # the matmul FLOP time of a bilinear model
+
+
+def test_recipe_steps_per_second_come_from_training_time_when_recorded(monkeypatch):
+    """Two fake runs of 30 and 230 steps: by hand, (230 - 30) / (training 25 s - 5 s) = 10 steps/s,
+    whatever their wall times (a pruned validation may be shorter in the long run); a tree that does
+    not record the split falls back to the wall times, (230 - 30) / (60 s - 20 s) = 5 steps/s."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed", HARNESS)
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    timed = {
+        30: {"wall_time_s": 20.0, "startup_s": 12.0, "time": {"training_s": 5.0}},
+        230: {
+            "wall_time_s": 60.0,
+            "startup_s": 13.0,
+            "time": {"training_s": 25.0, "validation_s": 9.0, "validations": 3, "test_s": 4.0},
+        },
+    }
+    monkeypatch.setattr(speed, "cli_run", lambda source, overrides, steps, out: timed[steps])
+    result = speed.recipe_measure(Path("."), "distmult", "uniform", 30, 230)
+    assert result == {"steps_per_s": 10.0, "startup_s": 13.0, "validation_s": 3.0, "test_s": 4.0}
+    untimed = {steps: {"wall_time_s": run["wall_time_s"]} for steps, run in timed.items()}
+    monkeypatch.setattr(speed, "cli_run", lambda source, overrides, steps, out: untimed[steps])
+    assert speed.recipe_measure(Path("."), "distmult", "uniform", 30, 230) == {"steps_per_s": 5.0}

@@ -168,5 +168,5 @@ def test_a_malformed_published_file_is_a_one_line_error_naming_it(grid, tmp_path
 
 
 def test_a_missing_published_file_is_named(grid, tmp_path):
-    with pytest.raises(SystemExit, match="--published .*nothing.csv: no such file"):
+    with pytest.raises(SystemExit, match=r"--published .*nothing\.csv: no such file"):
         main([str(grid), "--published", str(tmp_path / "nothing.csv")])
