@@ -9,10 +9,10 @@ BIN := $(VENV)/bin
 KGEXP_DATA_DIR ?= $(abspath $(wildcard ../shared/datasets))
 export KGEXP_DATA_DIR
 
-.PHONY: help install train test lint clean
+.PHONY: help install train test test-fast lint clean
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
 $(BIN)/kgexp: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,11 @@ install: $(BIN)/kgexp ## Create .venv and install kgexp (editable) with the dev 
 train: install ## Main job: ComplEx on CoDEx-S for a few minutes on CPU, then print the test metrics
 	$(BIN)/kgexp experiment=quickstart
 
-test: install ## Run the test suite
+test: install ## Run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
+
+test-fast: install ## The tests without the slow tier (no subprocesses of the real command): the edit-test loop
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install ## ruff check and format check
 	$(BIN)/ruff check src tests bench

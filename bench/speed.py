@@ -81,8 +81,8 @@ def kgexp_train(args: argparse.Namespace) -> dict[str, Any]:
     import pytorch_lightning as pl
     from hydra import compose, initialize_config_dir
 
-    from kgexp.build import build_datamodule, build_module
     from kgexp.config import register_schemas
+    from kgexp.config.build import build_datamodule, build_module
 
     overrides = [
         f"dataset={args.dataset}",
@@ -652,9 +652,9 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from kgexp.build import build_datamodule, build_module
+    from kgexp.commands.train import instantiate_group
     from kgexp.config import register_schemas
-    from kgexp.train import instantiate_group
+    from kgexp.config.build import build_datamodule, build_module
 
     overrides = ["dataset=fb15k237", f"model={args.model}", *RECIPE_SETTINGS[args.setting]]
     register_schemas()

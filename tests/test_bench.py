@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocesses of the real command: the full tier only
+
 HARNESS = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
 TINY = ["--dataset", "nations", "--dim", "8", "--negatives", "4", "--batch", "64", "--repeats", "1"]
 

@@ -25,8 +25,8 @@ def train_command(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from kgexp.commands.train import run_job
     from kgexp.config import ConfigError
-    from kgexp.train import run_job
 
     try:
         metrics = run_job(cfg, keep_going=HydraConfig.get().mode == RunMode.MULTIRUN)
@@ -37,28 +37,28 @@ def train_command(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 def evaluate_command(cfg: DictConfig) -> None:
-    from kgexp.evaluate import evaluate
+    from kgexp.commands.evaluate import evaluate
 
     evaluate(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="analyze")
 def analyze_command(cfg: DictConfig) -> None:
-    from kgexp.analyze import analyze
+    from kgexp.commands.analyze import analyze
 
     analyze(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
 def export_command(cfg: DictConfig) -> None:
-    from kgexp.export import export
+    from kgexp.commands.export import export
 
     export(cfg.ckpt, cfg.out)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
 def predict_command(cfg: DictConfig) -> None:
-    from kgexp.predict import predict
+    from kgexp.commands.predict import predict
 
     predict(cfg)
 
@@ -84,7 +84,7 @@ def main() -> None:
     if not OmegaConf.has_resolver("kgexp_analysis_dir"):
         OmegaConf.register_new_resolver("kgexp_analysis_dir", analysis_dir)
     if len(sys.argv) > 1 and sys.argv[1] == "report":  # plain arguments (folders), not Hydra overrides
-        from kgexp.report import main as report_main
+        from kgexp.commands.report import main as report_main
 
         report_main(sys.argv[2:])
         return

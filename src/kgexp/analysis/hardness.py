@@ -7,12 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kgexp.build import BASE_SAMPLERS
 from kgexp.data.filter_index import FilterIndex
 from kgexp.models.base import KGEModel
 from kgexp.sides import split_query
 from kgexp.training.emu import EmbeddingMutation
-from kgexp.training.negatives import NegativeSampling, SamplerSetup
+from kgexp.training.negatives import BASE_SAMPLERS, NegativeSampling, SamplerSetup
 
 #: Mutating samplers: uniform candidates mutated towards the positive in embedding space.
 MUTATIONS = {"emu": "mask", "mixup": "mixup"}

@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from kgexp.atomic import atomic_path
+from kgexp.runtime.atomic import atomic_path
 
 
 def _save(figure: Figure, path: Path) -> None:

@@ -20,7 +20,6 @@ import pytorch_lightning as pl
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from kgexp.build import BASE_SAMPLERS
 from kgexp.config.limits import (
     AT_LEAST_ONE,
     NON_NEGATIVE,
@@ -40,11 +39,11 @@ from kgexp.models import MODELS
 from kgexp.training.emu import EMU, LABELS, MASK_MODES, MUTATIONS, SCALES
 from kgexp.training.losses import LOSSES
 from kgexp.training.module import NONFINITE
-from kgexp.training.negatives import SIDE_MODES
+from kgexp.training.negatives import BASE_SAMPLERS, SIDE_MODES
 from kgexp.training.negatives.neighbourhood import HOP_MODES, WALK_MODES
 from kgexp.training.negatives.nscaching import DRAWS, REFRESHES
-from kgexp.training.optim import OPTIMIZERS, OptimizerSwitch
-from kgexp.training.regularizers import SCOPES, NormRegularizer
+from kgexp.training.optim import OPTIMIZERS, SCHEDULES
+from kgexp.training.regularizers import REGULARIZERS, SCOPES, NormRegularizer
 
 OPEN_UNIT = Range(0, 1, low_open=True, high_open=True)
 BELOW_ONE = Range(0, 1, high_open=True)
@@ -115,7 +114,6 @@ LIMITS: dict[str, dict[str, Limit]] = {
 #: The groups that are a node of the config (setting and experiment write into the others).
 GROUPS = ("dataset", "model", "sampler", "loss", "regularizer", "mi", "optimizer", "schedule", "trainer")
 PRIMITIVES = (int, float, bool, str)
-NORMS = ("l2", "l3", "n3")
 #: Trainer arguments that kgexp sets itself.
 TRAINER_SET_BY_KGEXP = ("logger", "callbacks", "plugins", "default_root_dir")
 
@@ -227,7 +225,7 @@ def group_schemas() -> dict[str, dict[str, type]]:
         "loss": {name: option_schema("loss", name, signature_options(cls)) for name, cls in LOSSES.items()},
         "regularizer": {
             "none": option_schema("regularizer", "none", []),
-            "norm": make_schema("NormRegularizerSchema", "regularizer", norm, {"name": one_of(NORMS)}),
+            "norm": make_schema("NormRegularizerSchema", "regularizer", norm, {"name": one_of(REGULARIZERS)}),
         },
         "mi": {
             "none": option_schema("mi", "none", []),
@@ -239,7 +237,10 @@ def group_schemas() -> dict[str, dict[str, type]]:
         },
         "schedule": {
             "none": option_schema("schedule", "none", []),
-            "switch": option_schema("schedule", "switch", signature_options(OptimizerSwitch)),
+            **{
+                name: option_schema("schedule", name, signature_options(cls))
+                for name, cls in SCHEDULES.items()
+            },
         },
         "trainer": {"trainer": make_schema("TrainerSchema", "trainer", trainer)},
     }

@@ -10,8 +10,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from kgexp.build import NONE
 from kgexp.choices import check_choice
+from kgexp.config.build import NONE
 from kgexp.config.limits import check
 from kgexp.evaluation.metrics import METRIC_NAMES
 

@@ -15,7 +15,7 @@ from kgexp.data.download import resolve_cache_dir
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.graph import KnowledgeGraph, load_graph
 from kgexp.data.registry import get_spec
-from kgexp.distributed import derive_seed, shard_bounds
+from kgexp.runtime.shards import derive_seed, shard_bounds
 from kgexp.sides import HEAD, TAIL
 
 # ShardedBatches position themselves by the restored global step: resuming mid-epoch is exact, though

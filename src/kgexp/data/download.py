@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from kgexp.atomic import atomic_path
 from kgexp.data.registry import SPLITS, DatasetSpec, RemoteFile
+from kgexp.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kgexp.data.csr import distinct_pairs, offsets_of
 from kgexp.sides import HEAD, TAIL, Side
 
 
@@ -19,14 +20,9 @@ class SideIndex:
         self, anchors: Tensor, relations: Tensor, answers: Tensor, num_entities: int, num_relations: int
     ):
         self.num_entities, self.num_relations = num_entities, num_relations
-        keys = torch.unique(
-            (anchors * num_relations + relations) * num_entities + answers
-        )  # sorted, deduplicated
-        query_keys = keys // num_entities
-        self.answers = keys % num_entities
+        query_keys, self.answers = distinct_pairs(anchors * num_relations + relations, answers, num_entities)
         self.query_keys, counts = torch.unique_consecutive(query_keys, return_counts=True)
-        self.offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
-        torch.cumsum(counts, 0, out=self.offsets[1:])
+        self.offsets = offsets_of(counts)
 
     def to(self, device: torch.device | str) -> SideIndex:
         for name in ("answers", "query_keys", "offsets"):

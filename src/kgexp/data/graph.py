@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from kgexp.atomic import atomic_path
 from kgexp.data.download import file_checksum, locate_split_files, resolve_cache_dir
 from kgexp.data.parsing import read_triples
 from kgexp.data.registry import SPLITS, get_spec
+from kgexp.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

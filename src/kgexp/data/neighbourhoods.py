@@ -18,8 +18,9 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from kgexp.atomic import atomic_path
 from kgexp.choices import check_choice
+from kgexp.data.csr import distinct_pairs, offsets_of
+from kgexp.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,9 @@ class Neighbourhood:
     @classmethod
     def from_pairs(cls, sources: Tensor, targets: Tensor, num_entities: int) -> Neighbourhood:
         """The distinct ``(source, target)`` pairs as a CSR pattern."""
-        keys = torch.unique(sources.long() * num_entities + targets.long())  # sorted
-        counts = torch.bincount(keys // num_entities, minlength=num_entities)
-        indptr = torch.zeros(num_entities + 1, dtype=torch.int64)
-        torch.cumsum(counts, 0, out=indptr[1:])
-        return cls(indptr, (keys % num_entities).to(torch.int32))
+        rows, columns = distinct_pairs(sources, targets, num_entities)
+        indptr = offsets_of(torch.bincount(rows, minlength=num_entities))
+        return cls(indptr, columns.to(torch.int32))
 
 
 def adjacency(train: Tensor, num_entities: int) -> sp.csr_matrix:

@@ -26,9 +26,3 @@ def relation_cardinalities(train: Tensor, num_relations: int) -> tuple[Tensor, T
 def categorize(tph: Tensor, hpt: Tensor, threshold: float = 1.5) -> Tensor:
     """Index into :data:`CATEGORIES` per relation: 1-N when tph >= threshold > hpt, and so on."""
     return (tph >= threshold).long() + 2 * (hpt >= threshold).long()
-
-
-def relation_categories(train: Tensor, num_relations: int, threshold: float = 1.5) -> Tensor:
-    """:func:`categorize` of the training triples' cardinalities."""
-    _, tph, hpt = relation_cardinalities(train, num_relations)
-    return categorize(tph, hpt, threshold)

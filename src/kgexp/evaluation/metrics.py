@@ -11,8 +11,17 @@ from kgexp.sides import BOTH_SIDES, Side
 
 RANK_TYPES = ("realistic", "optimistic", "pessimistic")
 HITS_AT = (1, 3, 10)
-#: Per (side, rank type): sum of 1/rank, sum of rank, hits@k counts, number of queries.
-_STATS = ("mrr", "mr", *(f"hits@{k}" for k in HITS_AT), "count")
+#: The summed statistics of a set of ranks: sum of 1/rank, sum of rank, hits@k counts, number of queries.
+STATS = ("mrr", "mr", *(f"hits@{k}" for k in HITS_AT), "queries")
+#: The metrics a paper's table reports, and those a log line shows.
+REPORTED = ("mrr", *(f"hits@{k}" for k in HITS_AT))
+
+
+def rank_statistics(rank: Tensor) -> Tensor:
+    """``(n, len(STATS))`` float64: each rank's 1/rank, rank, hits@k indicators and 1, to be summed."""
+    rank = rank.to(torch.float64)
+    hits = [(rank <= k).double() for k in HITS_AT]
+    return torch.stack([rank.reciprocal(), rank, *hits, torch.ones_like(rank)], 1)
 
 
 class RankMetrics(Metric):
@@ -29,23 +38,15 @@ class RankMetrics(Metric):
         super().__init__()
         self.add_state(
             "sums",
-            default=torch.zeros(len(BOTH_SIDES), len(RANK_TYPES), len(_STATS), dtype=torch.float64),
+            default=torch.zeros(len(BOTH_SIDES), len(RANK_TYPES), len(STATS), dtype=torch.float64),
             dist_reduce_fx="sum",
         )
 
     def update(self, ranks: Ranks, side: Side) -> None:  # type: ignore[override]
         side_index = BOTH_SIDES.index(side)
         for type_index, name in enumerate(RANK_TYPES):
-            rank = getattr(ranks, name).to(self.sums.device, torch.float64)
-            row = torch.stack(
-                [
-                    rank.reciprocal().sum(),
-                    rank.sum(),
-                    *((rank <= k).sum().double() for k in HITS_AT),
-                    torch.tensor(float(rank.numel()), dtype=torch.float64, device=rank.device),
-                ]
-            )
-            self.sums[side_index, type_index] += row
+            statistics = rank_statistics(getattr(ranks, name)).to(self.sums.device)
+            self.sums[side_index, type_index] += statistics.sum(0)
 
     def compute(self) -> dict[str, Tensor]:
         per_side = {side: self.sums[i] for i, side in enumerate(BOTH_SIDES)}
@@ -63,7 +64,7 @@ def _metric_keys() -> list[tuple[str, Side | None, int, int]]:
     for side in (*BOTH_SIDES, None):
         for type_index, rank_type in enumerate(RANK_TYPES):
             prefix = "/".join(p for p in (side, None if rank_type == "realistic" else rank_type) if p)
-            for stat_index, stat in enumerate(_STATS[:-1]):
+            for stat_index, stat in enumerate(STATS[:-1]):
                 keys.append((f"{prefix}/{stat}" if prefix else stat, side, type_index, stat_index))
     return keys
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from typing import Any
 
@@ -11,17 +10,15 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-import kgexp
-from kgexp.analysis.geometry import intra_group_similarity
 from kgexp.choices import check_choice
-from kgexp.data.statistics import categorize, relation_cardinalities
-from kgexp.distributed import derive_seed
-from kgexp.evaluation.metrics import RankMetrics
-from kgexp.evaluation.ranking import rank_queries
-from kgexp.evaluation.relations import RelationRankMetrics, category_metrics, relation_rows
+from kgexp.evaluation.geometry import intra_group_similarity
+from kgexp.evaluation.metrics import REPORTED, RankMetrics
+from kgexp.evaluation.ranking import Ranks, rank_queries
+from kgexp.evaluation.stages import format_metrics
 from kgexp.mi import MutualInformation
 from kgexp.models.base import KGEModel
-from kgexp.sides import BOTH_SIDES, split_query
+from kgexp.runtime.shards import derive_seed
+from kgexp.sides import BOTH_SIDES, Side, split_query
 from kgexp.training.emu import EMU
 from kgexp.training.losses import Loss
 from kgexp.training.negatives import Corruption, NegativeSampling, SamplerSetup
@@ -65,13 +62,10 @@ class LinkPredictionModule(pl.LightningModule):
         self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE)
         self.skipped_batches = 0
         self.val_metrics, self.test_metrics = RankMetrics(), RankMetrics()
-        self.test_relation_metrics = RelationRankMetrics(model.num_relations)
-        self.relation_table: list[dict[str, object]] | None = None  # per-relation test metrics, for a CSV
         self.generator: torch.Generator | None = None
         self._generators_to_load: list[Tensor] | None = None
         self.vocabulary: dict[str, list[str]] | None = None
         self.train_triples: Tensor | None = None
-        self.startup_s: float | None = None  # from the import of kgexp to the first training step
 
     # -- setup ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -79,10 +73,7 @@ class LinkPredictionModule(pl.LightningModule):
         graph = datamodule.graph
         self.vocabulary = {"entities": graph.entities, "relations": graph.relations}
         self.filter_index, self.train_index = datamodule.filter_index, datamodule.train_index
-        if self.train_triples is not graph.train:  # setup runs for fit, validate and test: once per graph
-            self.train_triples = graph.train
-            self.relation_statistics = relation_cardinalities(graph.train, graph.num_relations)
-            self.relation_categories = categorize(*self.relation_statistics[1:])
+        self.train_triples = graph.train
         if stage == "fit":
             self.negatives.fit(SamplerSetup(graph, datamodule.cache_root, self.seed))
 
@@ -214,9 +205,6 @@ class LinkPredictionModule(pl.LightningModule):
         self.negatives.sampler.synchronize()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.startup_s is None:
-            self.startup_s = time.perf_counter() - kgexp.IMPORTED_AT
-            log.info("first training step %.2f s after start (imports, data, set-up)", self.startup_s)
         if self.switch is not None:
             self.switch.maybe_switch(self)
 
@@ -226,20 +214,18 @@ class LinkPredictionModule(pl.LightningModule):
         return build_optimizer(self.parameters(), **self.optimizer_config)
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _evaluate(
-        self, triples: Tensor, metrics: RankMetrics, per_relation: RelationRankMetrics | None = None
-    ) -> None:
-        for side in BOTH_SIDES:
-            ranks = rank_queries(self.model, triples, side, self.filter_index)
-            metrics.update(ranks, side)
-            if per_relation is not None:
-                per_relation.update(ranks, triples[:, 1], side)
+    def _evaluate(self, triples: Tensor, metrics: RankMetrics) -> dict[Side, Ranks]:
+        ranks = {side: rank_queries(self.model, triples, side, self.filter_index) for side in BOTH_SIDES}
+        for side, side_ranks in ranks.items():
+            metrics.update(side_ranks, side)
+        return ranks
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)
 
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, self.test_relation_metrics)
+    def test_step(self, batch: Tensor, batch_idx: int) -> dict[Side, Ranks]:
+        """The batch's ranks per side, for callbacks such as :class:`RelationTable`."""
+        return self._evaluate(batch, self.test_metrics)
 
     def _log_metrics(self, prefix: str, metrics: RankMetrics) -> dict[str, Tensor]:
         values = {f"{prefix}/{k}": v for k, v in metrics.compute().items()}
@@ -254,17 +240,10 @@ class LinkPredictionModule(pl.LightningModule):
             similarity = intra_group_similarity(entity, self.train_triples, self.model.num_relations)
             self.log_dict({f"val/intra_group/{k}": v for k, v in similarity.items()})
         if not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            summary = "  ".join(f"{k}={values[k]:.4f}" for k in ("val/mrr", "val/hits@1", "val/hits@10"))
-            log.info("step %d: %s", self.global_step, summary)
+            log.info("step %d: %s", self.global_step, format_metrics(values, "val/", REPORTED))
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
-        sums = self.test_relation_metrics.compute()
-        by_category = category_metrics(sums, self.relation_categories)
-        self.log_dict({f"test/{k}": v for k, v in by_category.items()})
-        labels = self.vocabulary["relations"] if self.vocabulary else [str(r) for r in range(len(sums))]
-        self.relation_table = relation_rows(sums, self.relation_categories, *self.relation_statistics, labels)
-        self.test_relation_metrics.reset()
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

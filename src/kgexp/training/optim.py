@@ -80,3 +80,7 @@ class OptimizerSwitch:
             self.optimizer,
             optimizer.param_groups[0]["lr"],
         )
+
+
+#: ``schedule=<name>``; ``schedule=none`` keeps one optimiser throughout.
+SCHEDULES: dict[str, type[OptimizerSwitch]] = {"switch": OptimizerSwitch}

@@ -48,3 +48,8 @@ class NormRegularizer:
             (model.entity(t), model.entity_factor),
         ]
         return self.weight * sum(self._norm(x, f) for x, f in terms) / len(triples)
+
+
+#: ``regularizer=<name>``: presets of the one norm regulariser (their p, scope and modulus are in
+#: ``conf/regularizer/<name>.yaml``); ``regularizer=none`` builds none.
+REGULARIZERS: dict[str, type[NormRegularizer]] = dict.fromkeys(("l2", "l3", "n3"), NormRegularizer)

@@ -11,7 +11,18 @@ from kgexp.training.negatives.sampling import (
 )
 from kgexp.training.negatives.uniform import UniformSampler
 
+#: ``sampler=<name>`` of the base samplers: the id distribution, and a side mode it imposes (None:
+#: ``sampler.sides`` decides). ``bernoulli`` is uniform ids with Bernoulli-chosen sides.
+BASE_SAMPLERS: dict[str, tuple[type[Sampler], str | None]] = {
+    "uniform": (UniformSampler, None),
+    "bernoulli": (UniformSampler, "bernoulli"),
+    "sans": (SANSSampler, None),
+    "rw_sans": (RWSANSSampler, None),
+    "nscaching": (NSCachingSampler, None),
+}
+
 __all__ = [
+    "BASE_SAMPLERS",
     "SIDE_MODES",
     "Corruption",
     "NSCachingSampler",

@@ -1,0 +1,1 @@
+"""The kgexp subcommands, one module each: train, evaluate, predict, export, analyze, report."""

@@ -1,0 +1,182 @@
+"""The training run: fit, select the best validation checkpoint, test it, write the run's outputs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from kgexp.config import ConfigError, validate
+from kgexp.config.build import build_datamodule, build_module
+from kgexp.evaluation.relations import RelationTable, write_relation_csv
+from kgexp.evaluation.stages import evaluate_splits, format_metrics
+from kgexp.runtime.atomic import atomic_path, write_json
+from kgexp.runtime.checkpointing import AtomicCheckpointIO, CheckpointOnSignal, sigint_as_sigterm
+from kgexp.runtime.distributed import SharedOutputDir, launched_as_rank_zero, local_ranks
+from kgexp.runtime.run_info import StageTimes, collect
+
+log = logging.getLogger(__name__)
+
+
+def configure_wandb_environment() -> None:
+    """W&B runs offline unless ``WANDB_MODE`` or ``WANDB_API_KEY`` says otherwise, and never prompts."""
+    if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")
+
+
+def instantiate_group(node: DictConfig | None, extra: dict[str, dict] | None = None) -> list:
+    """Instantiate every entry of a ``callbacks`` or ``logger`` group that has a ``_target_``, with the
+    keyword arguments ``extra[name]`` added to entry ``name``."""
+    if not node:
+        return []
+    extra = extra or {}
+    return [
+        instantiate(entry, **extra.get(name, {}))
+        for name, entry in node.items()
+        if entry is not None and "_target_" in entry
+    ]
+
+
+def wandb_grouping(cfg: DictConfig) -> dict[str, object]:
+    """W&B group, name and tags: the jobs of one multirun share a group (its sweep folder) and carry the
+    grid's axes (dataset, model, sampler, mi, setting, seed) as tags, so one dashboard compares them."""
+    sampler = cfg.sampler.name if cfg.sampler.name != "emu" else f"{cfg.sampler.base}+emu"
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    setting = hydra.runtime.choices.get("setting") if hydra is not None else None
+    axes = {
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "sampler": sampler,
+        "mi": cfg.get("mi", {}).get("name", "none"),
+        "setting": None if setting in (None, "none") else setting,
+        "seed": cfg.seed,
+    }
+    tags = [f"{key}={value}" for key, value in axes.items() if value is not None]
+    grouping: dict[str, object] = {"tags": tags, "name": " ".join(tags)}
+    if hydra is not None and hydra.mode == RunMode.MULTIRUN:
+        grouping["group"] = Path(hydra.sweep.dir).as_posix()
+    return grouping
+
+
+def write_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
+    with atomic_path(output_dir / "config.yaml") as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def finish_loggers(loggers: list) -> None:
+    for logger in loggers:
+        if isinstance(logger, pl.loggers.WandbLogger):
+            logger.experiment.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one experiment in ``cfg.output_dir`` and return its final metrics.
+
+    Under DDP every rank runs this function; only global rank 0 writes the run's files.
+    """
+    # Batches are slices of in-memory tensors: worker processes would only add overhead.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    started = time.perf_counter()
+    try:  # every config error now, before any data is loaded or file written: the schemas, then the
+        validate(cfg)  # rules that join several options, which the constructors check
+        build_module(cfg, num_entities=2, num_relations=1)
+        datamodule = build_datamodule(cfg)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error)) from error
+    output_dir = Path(cfg.output_dir)
+    if launched_as_rank_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_resolved_config(cfg, output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    graph = datamodule.graph
+    module = build_module(cfg, graph.num_entities, graph.num_relations)
+
+    configure_wandb_environment()
+    with local_ranks(cfg.trainer, "train", output_dir):
+        callbacks = instantiate_group(cfg.get("callbacks"))
+        loggers = instantiate_group(cfg.get("logger"), {"wandb": wandb_grouping(cfg)})
+        times, relations = StageTimes(), RelationTable()
+        trainer = pl.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            callbacks=[*callbacks, SharedOutputDir(output_dir), CheckpointOnSignal(), times, relations],
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(output_dir),
+        )
+        try:
+            with sigint_as_sigterm():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if not best:
+                log.warning("no validation checkpoint was saved: evaluating the final weights")
+            metrics = evaluate_splits(trainer, module, datamodule, best or None)
+        finally:
+            finish_loggers(loggers)
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        write_relation_csv(output_dir / "relations.csv", relations.rows)
+        info = collect(
+            seed=cfg.seed,
+            device=str(module.device),
+            world_size=trainer.world_size,
+            wall_time_s=time.perf_counter() - started,
+            startup_s=times.startup_s,
+            time=times.summary(),
+            best_checkpoint=best or None,
+            resumed_from=cfg.get("ckpt_path"),
+            global_step=trainer.global_step,
+            dataset=graph.summary(),
+        )
+        write_json(output_dir / "run_info.json", info)
+        log.info("test metrics: %s", format_metrics(metrics, "test/"))
+    return metrics
+
+
+def run_job(cfg: DictConfig, keep_going: bool) -> dict[str, float] | None:
+    """:func:`train`, with the outcome in ``status.json`` (``running``, ``finished`` or ``failed``).
+
+    A failed job writes its traceback to ``error.txt``; with ``keep_going`` (a multirun) it returns
+    ``None`` instead of raising, so that the other jobs of the sweep still run. Only rank 0 writes them.
+    """
+    output_dir = Path(cfg.output_dir)
+    writes = launched_as_rank_zero()
+    if writes:
+        write_json(output_dir / "status.json", {"status": "running"})
+    try:
+        metrics = train(cfg)
+    except (KeyboardInterrupt, SystemExit) as stop:  # a signal: last.ckpt holds the state to resume from
+        if writes:
+            write_json(output_dir / "status.json", {"status": "interrupted", "error": repr(stop)})
+        if isinstance(stop, SIGTERMException):  # Lightning's exception exits 0; a stopped run does not
+            raise SystemExit(128 + signal.SIGTERM) from stop
+        raise
+    except Exception as error:
+        if writes:
+            with atomic_path(output_dir / "error.txt") as tmp:
+                tmp.write_text(traceback.format_exc())
+            write_json(
+                output_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+            )
+        if not keep_going:
+            raise
+        log.exception("job failed; the sweep goes on (traceback in %s)", output_dir / "error.txt")
+        return None
+    if writes:
+        write_json(output_dir / "status.json", {"status": "finished"})
+    return metrics

@@ -1,0 +1,133 @@
+"""From a composed config to the objects of a run; every error names the config key."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kgexp.data.datamodule import KGDataModule
+from kgexp.mi import MutualInformation
+from kgexp.models import MODELS, KGEModel
+from kgexp.training.emu import EMU
+from kgexp.training.losses import LOSSES
+from kgexp.training.module import LinkPredictionModule
+from kgexp.training.negatives import BASE_SAMPLERS, NegativeSampling
+from kgexp.training.optim import SCHEDULES, build_optimizer
+from kgexp.training.regularizers import REGULARIZERS
+
+NONE = "none"
+
+
+def _options(node: Mapping[str, Any] | DictConfig, *exclude: str) -> dict[str, Any]:
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    return {k: v for k, v in plain.items() if k not in exclude}
+
+
+def parameters(cls: type, skip: int = 0) -> list[str]:
+    """Names of the constructor parameters of ``cls`` after the first ``skip``."""
+    return list(inspect.signature(cls).parameters)[skip:]
+
+
+def construct(
+    cls: type, key: str, options: dict[str, Any], *args: Any, also_valid: Sequence[str] = ()
+) -> Any:
+    """``cls(*args, **options)``; an option ``cls`` does not take is reported as ``key.option``."""
+    accepted = parameters(cls, len(args))
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        valid = ", ".join([*accepted, *also_valid])
+        raise ValueError(f"{key}.{unknown[0]}: unknown option for {cls.__name__}; valid options: {valid}")
+    return cls(*args, **options)
+
+
+def build_option(
+    registry: Mapping[str, type], group: str, node: DictConfig, *args: Any, optional: bool = False
+) -> Any:
+    """``registry[name](*args, **options)`` for the option ``node`` of ``group``; with ``optional``,
+    ``name: none`` builds nothing (None)."""
+    if optional and node.name == NONE:
+        return None
+    if node.name not in registry:
+        valid = ", ".join([*registry, NONE] if optional else registry)
+        raise ValueError(f"{group}.name: unknown choice {node.name!r}; valid choices: {valid}")
+    return construct(registry[node.name], group, _options(node, "name"), *args)
+
+
+def build_datamodule(cfg: DictConfig) -> KGDataModule:
+    options = {**_options(cfg.dataset), **_options(cfg.data), "seed": cfg.seed}
+    return construct(KGDataModule, "dataset", options)
+
+
+def build_negatives(cfg: DictConfig) -> tuple[NegativeSampling, EMU | None]:
+    """Negative sampling from ``cfg.sampler``; with ``sampler=emu``, EMU on top of ``sampler.base``.
+
+    Under EMU, the options EMU takes configure EMU and the others the base sampler; a base option set to
+    ``null`` keeps the base sampler's default.
+    """
+    options = _options(cfg.sampler)
+    name = options.pop("name")
+    requested_sides = options.pop("sides", "alternate")
+    emu, key, emu_options = None, "sampler.name", []
+    if name == "emu":
+        name, key, emu_options = options.pop("base", "uniform"), "sampler.base", ["base", *parameters(EMU)]
+        emu = construct(EMU, "sampler", {k: options.pop(k) for k in list(options) if k in emu_options})
+        options = {k: v for k, v in options.items() if v is not None}
+    if name not in BASE_SAMPLERS:
+        raise ValueError(f"{key}: unknown sampler {name!r}; valid choices: {', '.join(BASE_SAMPLERS)}")
+    cls, imposed_sides = BASE_SAMPLERS[name]
+    sampler = construct(cls, "sampler", options, also_valid=["sides", *emu_options])
+    return NegativeSampling(sampler, imposed_sides or requested_sides), emu
+
+
+def build_model(cfg: DictConfig, num_entities: int, num_relations: int) -> KGEModel:
+    return build_option(MODELS, "model", cfg.model, num_entities, num_relations)
+
+
+def build_mi(cfg: DictConfig, model: KGEModel) -> MutualInformation | None:
+    """The MI-KGE regulariser of ``cfg.mi`` sized for ``model``; ``None`` for ``mi=none``."""
+    node = cfg.get("mi")
+    if node is None or node.name == NONE:
+        return None
+    widths = (model.entity.embedding_dim, model.relation.embedding_dim)
+    return construct(MutualInformation, "mi", _options(node), *widths)
+
+
+def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> LinkPredictionModule:
+    """The LightningModule of a run; the config and graph size are saved as its hyper-parameters."""
+    model = build_model(cfg, num_entities, num_relations)
+    negatives, emu = build_negatives(cfg)
+    if emu is not None and cfg.loss.name != "softmax_ce":
+        raise ValueError(
+            f"loss.name: sampler=emu trains with its own softmax cross-entropy terms; "
+            f"use loss=softmax_ce, not {cfg.loss.name!r}"
+        )
+    loss = build_option(LOSSES, "loss", cfg.loss)
+    regularizer = build_option(REGULARIZERS, "regularizer", cfg.regularizer, optional=True)
+    if regularizer is not None and regularizer.weight == 0:  # as the reference's -r 0: no penalty at all
+        regularizer = None
+    switch = build_option(SCHEDULES, "schedule", cfg.schedule, optional=True)
+    optimizer = _options(cfg.optimizer)
+    build_optimizer(model.parameters(), **optimizer)  # fail now, not at the first step, on a bad option
+    module = LinkPredictionModule(
+        model,
+        negatives,
+        loss,
+        regularizer,
+        optimizer,
+        switch=switch,
+        emu=emu,
+        mi=build_mi(cfg, model),
+        seed=cfg.seed,
+        nonfinite=cfg.get("nonfinite", "stop"),
+    )
+    module.save_hyperparameters(
+        {
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "num_entities": num_entities,
+            "num_relations": num_relations,
+        }
+    )
+    return module

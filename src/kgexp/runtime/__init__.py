@@ -1,0 +1,1 @@
+"""Running a job: launching its processes, checkpoints, run records and atomic writes."""

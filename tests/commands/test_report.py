@@ -1,0 +1,172 @@
+"""``kgexp report`` against hand-made job folders: groups, means and standard deviations, missing jobs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from kgexp.commands.report import find_jobs, main, write_report
+
+
+def make_job(
+    root: Path, name: str, overrides: list[str], metrics: dict | None, status: str | None = None
+) -> None:
+    folder = root / name
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (folder / "config.yaml").write_text("seed: 0\n")
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    status = status or ("finished" if metrics is not None else "running")  # run_job always writes one
+    (folder / "status.json").write_text(json.dumps({"status": status}))
+
+
+def metrics(mrr: float, hits10: float) -> dict[str, float]:
+    return {
+        "test/mrr": mrr,
+        "test/hits@1": mrr / 2,
+        "test/hits@3": mrr,
+        "test/hits@10": hits10,
+        "test/1-N/mrr": mrr / 3,
+    }
+
+
+@pytest.fixture
+def grid(tmp_path) -> Path:
+    root = tmp_path / "multirun"
+    values = {
+        ("transe", "uniform"): [0.30, 0.32, 0.31],
+        ("transe", "emu"): [0.35, 0.33],
+        ("rotate", "emu"): [0.40],
+    }
+    index = 0
+    for (model, sampler), mrrs in values.items():
+        for seed, mrr in enumerate(mrrs):
+            make_job(
+                root,
+                str(index),
+                ["dataset=nations", f"model={model}", f"sampler={sampler}", f"seed={seed}"],
+                metrics(mrr, mrr + 0.2),
+            )
+            index += 1
+    make_job(root, "crashed", ["model=rotate", "sampler=emu", "seed=1"], None, status="failed")
+    make_job(root, "killed", ["model=rotate", "sampler=emu", "seed=2"], None)
+    (root / "0" / "analysis" / ".hydra").mkdir(parents=True)  # kgexp analyze output: not a job
+    (root / "0" / "analysis" / ".hydra" / "overrides.yaml").write_text("- ckpt=x\n")
+    return root
+
+
+def test_table_numbers_equal_the_means_of_the_jobs_metrics(grid):
+    jobs = find_jobs([grid])
+    assert len(jobs) == 8
+    assert sorted(j.status for j in jobs).count("finished") == 6
+    rows = write_report(jobs, grid)
+    by_group = {(r["model"], r["sampler"]): r for r in rows}
+    uniform = by_group[("transe", "uniform")]
+    assert uniform["test/mrr mean"] == pytest.approx(statistics.mean([0.30, 0.32, 0.31]))
+    assert uniform["test/mrr std"] == pytest.approx(statistics.stdev([0.30, 0.32, 0.31]))
+    assert uniform["test/hits@10 mean"] == pytest.approx(0.51)
+    assert uniform["test/1-N/mrr mean"] == pytest.approx(0.31 / 3)
+    assert uniform["seeds"] == "0 1 2"
+    assert by_group[("rotate", "emu")]["jobs"] == 1  # the failed and the killed job are not averaged in
+    with (grid / "results.csv").open() as handle:
+        read = {(r["model"], r["sampler"]): r for r in csv.DictReader(handle)}
+    assert float(read[("transe", "emu")]["test/mrr mean"]) == pytest.approx(0.34)
+    text = (grid / "results.md").read_text()
+    assert "| transe | emu | 0 1 | 0.3400 ± 0.0141 |" in text
+    assert "Common to all: `dataset=nations`." in text
+    assert "- failed: `" in text and "crashed" in text and "- unfinished: `" in text and "killed" in text
+    assert (grid / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_command_names_the_missing_jobs(grid, tmp_path, caplog):
+    out = tmp_path / "report"
+    with caplog.at_level("WARNING"):
+        main([str(grid), "--out", str(out)])
+    assert (out / "results.md").is_file()
+    assert any("failed job not averaged in" in r.message and "crashed" in r.message for r in caplog.records)
+
+
+def test_a_folder_without_jobs_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no job folders"):
+        find_jobs([tmp_path])
+
+
+def test_an_override_of_a_config_group_path_is_a_column_of_its_own(tmp_path):
+    """Sweeping ``experiment/codex-s@_global_`` (a group path, with '/') must separate the groups."""
+    root = tmp_path / "multirun"
+    for index, (model, mrr) in enumerate([("transe", 0.3), ("transe", 0.5), ("rotate", 0.7)]):
+        make_job(
+            root, str(index), [f"experiment/codex-s@_global_={model}", f"seed={index}"], metrics(mrr, 0.9)
+        )
+    rows = write_report(find_jobs([root]), tmp_path)
+    assert {row["experiment/codex-s@_global_"]: row["test/mrr mean"] for row in rows} == {
+        "transe": pytest.approx(0.4),
+        "rotate": pytest.approx(0.7),
+    }
+    table = (tmp_path / "results.md").read_text()
+    assert "| experiment/codex-s@_global_ | seeds | mrr |" in table
+    assert "| rotate | 0 2 |" not in table and "| rotate | 2 | 0.7000 |" in table
+
+
+def write_published(path: Path, rows: list[str]) -> Path:
+    path.write_text("model,sampler,test/mrr,test/hits@10,source\n" + "".join(f"{row}\n" for row in rows))
+    return path
+
+
+def test_published_numbers_stand_beside_the_measured_with_their_difference(grid, tmp_path):
+    published = write_published(
+        tmp_path / "published.csv",
+        [
+            "transe,uniform,0.300,0.500,Paper A Table 1",  # measured 0.31: inside a 0.01 tolerance
+            "transe,emu,0.360,,Paper A Table 1",  # measured 0.34: outside; no published H@10
+            "distmult,emu,0.500,0.600,Paper B",  # nothing measured
+        ],
+    )
+    main([str(grid), "--out", str(tmp_path), "--published", str(published)])
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    start = lines.index("Against the published numbers (Δ = measured − published; tolerance 0.01 MRR):")
+    table = lines[start + 2 : start + 6]
+    assert table[0] == (
+        "| model | sampler | mrr | published mrr | Δ mrr | hits@10 | published hits@10 | Δ hits@10 "
+        "| within 0.01 (MRR) |"
+    )
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line for line in table[2:]}
+    emu, uniform = rows[("transe", "emu")], rows[("transe", "uniform")]
+    assert "| 0.3400 ± 0.0141 | 0.360 | -0.020 |" in emu and emu.endswith("| **no** |")
+    assert "| 0.5400 ± 0.0141 | – | – |" in emu  # H@10 measured, none published
+    assert "| 0.3100 ± 0.0100 | 0.300 | +0.010 |" in uniform and uniform.endswith("| yes |")
+    assert ("rotate", "emu") not in rows  # measured, but not in the published file
+    assert "Published numbers: Paper A Table 1." in lines  # the source of a matched row, once
+
+
+def test_a_wider_tolerance_counts_more_cells_as_reproduced(grid, tmp_path):
+    published = write_published(tmp_path / "published.csv", ["transe,emu,0.360,0.560,"])
+    main([str(grid), "--out", str(tmp_path), "--published", str(published), "--tolerance", "0.05"])
+    assert "| 0.3400 ± 0.0141 | 0.360 | -0.020 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "results.md").read_text().count("| yes |") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("model,sampler\ntranse,emu\n", "expected override columns (e.g. setting, model) and metric columns"),
+        ("test/mrr\n0.3\n", "expected override columns"),
+        ("model,test/mrr\ntranse,0.3\ntranse,high\n", "published.csv:3: column test/mrr: expected a number"),
+    ],
+)
+def test_a_malformed_published_file_is_a_one_line_error_naming_it(grid, tmp_path, content, message):
+    path = tmp_path / "published.csv"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        main([str(grid), "--out", str(tmp_path), "--published", str(path)])
+    assert message in str(stop.value) and "\n" not in str(stop.value)
+
+
+def test_a_missing_published_file_is_named(grid, tmp_path):
+    with pytest.raises(SystemExit, match=r"--published .*nothing\.csv: no such file"):
+        main([str(grid), "--published", str(tmp_path / "nothing.csv")])

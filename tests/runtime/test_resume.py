@@ -1,0 +1,88 @@
+"""Exact resume: a run killed (SIGKILL) or stopped (SIGTERM, SIGINT) and resumed ends as if uninterrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import mirror_dataset, run_kgexp
+
+pytestmark = pytest.mark.slow  # subprocesses of the real command: the full tier only
+
+TESTS = Path(__file__).resolve().parents[1]
+RUN = (
+    "dataset=nations",
+    "model=distmult",
+    "model.dim=16",
+    "sampler=emu",  # random masks as well as random negatives
+    "sampler.num_negatives=16",
+    "data.batch_size=128",
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=10",
+    "callbacks.periodic_checkpoint.every_n_train_steps=5",
+    "+callbacks.kill._target_=probes.KillAt",
+    "+callbacks.kill.step=23",
+)
+
+
+def run(run_dir: Path, *extra: str, kill: bool = False, check: bool = True):
+    env = {"PYTHONPATH": str(TESTS), **({"KGEXP_TEST_KILL": "1"} if kill else {})}
+    return run_kgexp(*RUN, *extra, f"hydra.run.dir={run_dir}", cwd=run_dir.parent, env=env, check=check)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, float]:
+    mirror_dataset("nations")
+    run_dir = tmp_path_factory.mktemp("resume") / "straight"
+    run(run_dir, "+callbacks.kill.signal=9")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("signum", "saved_step"),
+    [(signal.SIGKILL, 20), (signal.SIGTERM, 23), (signal.SIGINT, 23)],  # SIGKILL: the step-20 checkpoint
+)
+def test_a_stopped_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run(
+    uninterrupted, tmp_path, signum, saved_step
+):
+    run_dir = tmp_path / "run"
+    stopped = run(run_dir, f"+callbacks.kill.signal={int(signum)}", kill=True, check=False)
+    assert stopped.returncode != 0
+    assert not (run_dir / "metrics.json").exists()
+    status = json.loads((run_dir / "status.json").read_text())["status"]
+    assert status == ("running" if signum == signal.SIGKILL else "interrupted")
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == saved_step
+    assert not list((run_dir / "checkpoints").glob(".*.part"))  # no half-written checkpoint left
+
+    run(run_dir, f"+callbacks.kill.signal={int(signum)}", "ckpt_path=last")
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed == uninterrupted  # bit-identical on CPU
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+    assert json.loads((run_dir / "run_info.json").read_text())["resumed_from"] == "last"
+
+
+def test_ckpt_path_last_without_a_checkpoint_starts_afresh(uninterrupted, tmp_path):
+    run_dir = tmp_path / "fresh"
+    run(run_dir, "+callbacks.kill.signal=9", "ckpt_path=last")
+    assert json.loads((run_dir / "metrics.json").read_text()) == uninterrupted
+
+
+def test_a_ddp_run_stopped_by_sigterm_resumes_exactly(tmp_path):
+    """Two processes: both ranks' generators come back from the checkpoint."""
+    mirror_dataset("nations")
+    straight, stopped = tmp_path / "straight", tmp_path / "run"
+    ddp = ("trainer=ddp_cpu", f"+callbacks.kill.signal={int(signal.SIGTERM)}")
+    run(straight, *ddp)
+    assert run(stopped, *ddp, kill=True, check=False).returncode == 128 + signal.SIGTERM
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 23
+    assert (
+        len(torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)["kgexp"]["generators"]) == 2
+    )
+    run(stopped, *ddp, "ckpt_path=last")
+    assert json.loads((stopped / "metrics.json").read_text()) == json.loads(
+        (straight / "metrics.json").read_text()
+    )
