@@ -17,21 +17,27 @@ from kgexp.evaluation.prediction import Predictor, read_queries
 pytestmark = pytest.mark.slow  # a checkpoint trained by the real command: the full tier only
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A short Nations run with ComplEx (scores differ per side)."""
+def short_run(tmp_path_factory, model: str, *overrides: str) -> Path:
+    """A short Nations run of ``model``: its best checkpoint."""
     mirror_dataset("nations")
-    run_dir = tmp_path_factory.mktemp("predict") / "run"
+    run_dir = tmp_path_factory.mktemp(f"predict-{model}") / "run"
     run_kgexp(
         "dataset=nations",
-        "model=complex",
+        f"model={model}",
         "model.dim=8",
         "trainer.max_steps=30",
         "trainer.val_check_interval=30",
         f"hydra.run.dir={run_dir}",
+        *overrides,
         cwd=run_dir.parent,
     )
     return run_dir / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """ComplEx, whose scores differ per side."""
+    return short_run(tmp_path_factory, "complex")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +100,22 @@ def test_an_export_folder_predicts_as_the_checkpoint(checkpoint, predictor, tmp_
     assert loaded.score(triples) == pytest.approx(predictor.score(triples), rel=1e-6, abs=1e-5)
     with pytest.raises(ValueError, match="filter=all needs the dataset"):
         loaded.predict("tail", [("usa", "embassy")], filter="all")
+
+
+DISTANCE_RUNS = [("rotate", ()), ("transe", ("model.p_norm=2", "model.gamma=5"))]
+
+
+@pytest.mark.parametrize(("model", "overrides"), DISTANCE_RUNS)
+def test_an_export_folder_of_a_distance_model_predicts_as_its_checkpoint(
+    model, overrides, tmp_path_factory, tmp_path
+):
+    """RotatE's relations are exported as phases, TransE's norm and margin are not its defaults: the
+    scores of the rebuilt model must be the checkpoint's."""
+    checkpoint = short_run(tmp_path_factory, model, *overrides)
+    loaded = Predictor.from_export(export(checkpoint, tmp_path / "export"))
+    triples = [(h, r, t) for h, r, t in sorted(known_triples("test"))[:50]]
+    expected = load_predictor(checkpoint).score(triples)
+    assert loaded.score(triples) == pytest.approx(expected, rel=1e-6, abs=1e-5)
 
 
 def test_unknown_labels_and_bad_k_are_named(predictor):
