@@ -295,7 +295,7 @@ ROTATE_CODE = {
 
 @pytest.mark.parametrize(("dataset", "model"), sorted(ROTATE_CODE))
 def test_mi_setting_holds_the_rotate_code_recipes(dataset, model):
-    cfg = compose_config(f"experiment=mi/{dataset}/{model}")
+    cfg = compose_config("setting=mi", f"dataset={dataset}", f"model={model}")
     plain = OmegaConf.to_container(resolved(cfg), resolve=True)
     batch, dim, gamma, negatives, lr, l3, temperature, steps = ROTATE_CODE[(dataset, model)]
     assert (plain["data"]["batch_size"], plain["model"]["dim"], plain["model"]["gamma"]) == (
