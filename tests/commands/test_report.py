@@ -170,3 +170,13 @@ def test_a_malformed_published_file_is_a_one_line_error_naming_it(grid, tmp_path
 def test_a_missing_published_file_is_named(grid, tmp_path):
     with pytest.raises(SystemExit, match=r"--published .*nothing\.csv: no such file"):
         main([str(grid), "--published", str(tmp_path / "nothing.csv")])
+
+
+def test_a_resumed_job_groups_with_the_jobs_that_ran_in_one_go(tmp_path):
+    """``ckpt_path=last`` (resuming) is not a configuration: the two seeds form one group, by hand
+    mean (0.30 + 0.32) / 2."""
+    make_job(tmp_path, "0", ["model=distmult", "seed=0", "ckpt_path=last"], metrics(0.30, 0.5))
+    make_job(tmp_path, "1", ["model=distmult", "seed=1"], metrics(0.32, 0.5))
+    rows = write_report(find_jobs([tmp_path]), tmp_path / "report")
+    assert [(row["model"], row["test/mrr mean"]) for row in rows] == [("distmult", pytest.approx(0.31))]
+    assert "ckpt_path" not in rows[0]

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 METRICS = tuple(f"test/{name}" for name in REPORTED)
 CATEGORY_METRICS = tuple(f"test/{category}/mrr" for category in CATEGORIES)
-_IGNORED = ("seed", "hydra.")
+#: Overrides that do not make a configuration: the seed (averaged over), Hydra's own, resuming.
+_IGNORED = ("seed", "hydra.", "ckpt_path")
 
 
 @dataclass
