@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 KGEXP_DATA_DIR ?= $(abspath $(wildcard ../shared/datasets))
 export KGEXP_DATA_DIR
 
-.PHONY: help install train test test-fast lint clean
+.PHONY: help install train test test-fast lint options clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-fast: install ## The tests without the slow tier (no subprocesses of the re
 lint: install ## ruff check and format check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+options: install ## Regenerate docs/options.md (every option's type, default and range) from the code
+	$(BIN)/python -m kgexp.config.reference > docs/options.md
 
 clean: ## Remove the virtual environment, caches and run outputs (not the dataset cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info outputs

@@ -22,9 +22,9 @@ LAYERS = [
     {"evaluation", "mi"},
     {"data", "models"},
     {"runtime"},
-    {"kernels", "sides", "choices", "__init__"},
+    {"kernels", "sides", "options", "__init__"},
 ]
-DOMAIN = {"analysis", "training", "evaluation", "mi", "data", "models", "kernels", "sides", "choices"}
+DOMAIN = {"analysis", "training", "evaluation", "mi", "data", "models", "kernels", "sides", "options"}
 
 
 def unit_of(module: str) -> str:

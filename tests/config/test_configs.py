@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from kgexp.cli import config_dir
 from kgexp.config import validate
 from kgexp.config.build import build_datamodule, build_module
-from kgexp.config.validation import check_selection
 from kgexp.data.registry import DATASETS
 
 CONF = Path(config_dir())
@@ -180,10 +179,10 @@ def test_every_value_an_experiment_sets_wins_over_the_defaults(experiment):
 def test_selection_accepts_exactly_the_metrics_validation_logs(overrides, valid):
     cfg = compose_config(*overrides)
     if valid:
-        check_selection(cfg)
+        validated(cfg)
     else:
-        with pytest.raises(ValueError, match=r"selection\.(monitor|mode) must be one of"):
-            check_selection(cfg)
+        with pytest.raises(ValueError, match=r"^selection\.(monitor|mode): expected one of"):
+            validated(cfg)
 
 
 # The EMU scripts' values (METHODS.md §1.10), written out independently of conf/setting/.
@@ -390,6 +389,7 @@ BAD_CONFIGS = [
     (["seed=-1"], "seed: expected a value in [0, 4294967295], got -1"),
     (["nonfinite=ignore"], "nonfinite: expected one of stop, skip, got 'ignore'"),
     (["+foo=1"], "foo: unknown option"),
+    (["selection.monitor=val/hit@10"], "selection.monitor"),  # not a metric validation logs
     (["setting=emu", "model=rotate", "recipe.lr.rotate=fast"], "optimizer.lr: While dereferencing"),
     (["setting=mi"], "data.batch_size: Interpolation key 'recipe.custom.transe.batch' not found"),
 ]
@@ -413,6 +413,25 @@ def test_a_bad_config_fails_before_any_data_is_loaded_naming_the_key(tmp_path, o
         train(cfg)
     assert named in str(error.value)
     assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written either
+
+
+@pytest.mark.parametrize(
+    ("override", "listed"),
+    [
+        ("model=transr", ["model/transr", "complex", "distmult", "rotate", "transe"]),
+        ("dataset=fb15k", ["dataset/fb15k", "fb15k237", "codex-s", "custom"]),
+    ],
+)
+def test_an_unknown_group_option_lists_the_valid_choices(override, listed):
+    """What the command prints for ``kgexp model=transr``: Hydra's composition error, in process."""
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(override)
+    options = str(error.value).split("Available options", 1)[1]
+    for name in listed[1:]:
+        assert f"\t{name}\n" in options
+    assert f"Could not find '{listed[0]}'" in str(error.value)
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ from test_configs import compose_config, resolved
 
 from kgexp.cli import config_dir
 from kgexp.config.build import build_module
-from kgexp.config.limits import OneOf, Range, check
 from kgexp.config.schemas import omegaconf_type, signature_options
+from kgexp.options import OneOf, Range, check
 from kgexp.training.optim import build_optimizer
 
 

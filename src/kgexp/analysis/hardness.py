@@ -9,6 +9,7 @@ from torch import Tensor
 
 from kgexp.data.filter_index import FilterIndex
 from kgexp.models.base import KGEModel
+from kgexp.options import check, one_of
 from kgexp.sides import split_query
 from kgexp.training.emu import EmbeddingMutation
 from kgexp.training.negatives import BASE_SAMPLERS, NegativeSampling, SamplerSetup
@@ -45,8 +46,7 @@ def draw_negatives(
     start random: ``warmup_rounds`` refreshes with the trained model fill them before the draw.
     """
     base = "uniform" if name in MUTATIONS else name
-    if base not in BASE_SAMPLERS:
-        raise ValueError(f"samplers: unknown sampler {name!r}; valid choices: {', '.join(ANALYSIS_SAMPLERS)}")
+    check("samplers", one_of(ANALYSIS_SAMPLERS), name)
     cls, sides = BASE_SAMPLERS[base]
     negatives = NegativeSampling(cls(num_negatives=num_negatives), sides or "alternate")
     negatives.fit(setup)

@@ -15,6 +15,7 @@ from kgexp.config.build import build_datamodule
 from kgexp.config.loading import load_module
 from kgexp.data.registry import SPLITS
 from kgexp.evaluation.geometry import intra_group_similarity, pca_2d
+from kgexp.options import AT_LEAST_ONE, check, one_of
 from kgexp.runtime.atomic import atomic_path, write_json
 from kgexp.training.negatives import SamplerSetup
 
@@ -23,10 +24,9 @@ log = logging.getLogger(__name__)
 
 def analyze(cfg: DictConfig) -> dict[str, object]:
     """Write ``hardness.csv``, ``negative_similarity.png``, ``negatives_pca.png`` and ``geometry.json``."""
-    if cfg.split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
-    if cfg.num_queries <= 0 or cfg.num_negatives <= 0:
-        raise ValueError("num_queries and num_negatives must be positive integers")
+    check("split", one_of(SPLITS), cfg.split)
+    check("num_queries", AT_LEAST_ONE, cfg.num_queries)
+    check("num_negatives", AT_LEAST_ONE, cfg.num_negatives)
     module, run_cfg = load_module(cfg.ckpt)
     datamodule = build_datamodule(run_cfg)
     datamodule.prepare_data()

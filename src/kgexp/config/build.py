@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from kgexp.data.datamodule import KGDataModule
 from kgexp.mi import MutualInformation
 from kgexp.models import MODELS, KGEModel
+from kgexp.options import check, one_of
 from kgexp.training.emu import EMU
 from kgexp.training.losses import LOSSES
 from kgexp.training.module import LinkPredictionModule
@@ -50,9 +51,7 @@ def build_option(
     ``name: none`` builds nothing (None)."""
     if optional and node.name == NONE:
         return None
-    if node.name not in registry:
-        valid = ", ".join([*registry, NONE] if optional else registry)
-        raise ValueError(f"{group}.name: unknown choice {node.name!r}; valid choices: {valid}")
+    check(f"{group}.name", one_of([*registry, NONE] if optional else registry), node.name)
     return construct(registry[node.name], group, _options(node, "name"), *args)
 
 
@@ -72,11 +71,10 @@ def build_negatives(cfg: DictConfig) -> tuple[NegativeSampling, EMU | None]:
     requested_sides = options.pop("sides", "alternate")
     emu, key, emu_options = None, "sampler.name", []
     if name == "emu":
-        name, key, emu_options = options.pop("base", "uniform"), "sampler.base", ["base", *parameters(EMU)]
-        emu = construct(EMU, "sampler", {k: options.pop(k) for k in list(options) if k in emu_options})
+        name, key, emu_options = options.pop("base", "uniform"), "sampler.base", ["base", *EMU.option_names()]
+        emu = EMU(**{k: options.pop(k) for k in list(options) if k in emu_options})
         options = {k: v for k, v in options.items() if v is not None}
-    if name not in BASE_SAMPLERS:
-        raise ValueError(f"{key}: unknown sampler {name!r}; valid choices: {', '.join(BASE_SAMPLERS)}")
+    check(key, one_of(BASE_SAMPLERS), name)
     cls, imposed_sides = BASE_SAMPLERS[name]
     sampler = construct(cls, "sampler", options, also_valid=["sides", *emu_options])
     return NegativeSampling(sampler, imposed_sides or requested_sides), emu

@@ -10,10 +10,9 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from kgexp.choices import check_choice
 from kgexp.config.build import NONE
-from kgexp.config.limits import check
 from kgexp.evaluation.metrics import METRIC_NAMES
+from kgexp.options import check, one_of
 
 
 class ConfigError(ValueError):
@@ -75,13 +74,11 @@ def check_targets(node: DictConfig | None, group: str) -> None:
 
 
 def check_selection(cfg: DictConfig) -> None:
-    """``selection.monitor`` must be a metric that validation logs (intra-group similarity only with MI),
-    ``selection.mode`` min or max."""
+    """``selection.monitor`` must be a metric that validation logs (intra-group similarity only with MI)."""
     node = cfg.get("selection")
     if node is None:
         return
     logged = [f"val/{name}" for name in METRIC_NAMES]
     if cfg.get("mi") is not None and cfg.mi.name != NONE:
         logged += ["val/intra_group/hr_tails", "val/intra_group/relation_tails"]
-    check_choice("selection.monitor", node.monitor, logged)
-    check_choice("selection.mode", node.mode, ("max", "min"))
+    check("selection.monitor", one_of(logged), node.monitor)

@@ -15,6 +15,7 @@ from kgexp.data.download import resolve_cache_dir
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.graph import KnowledgeGraph, load_graph
 from kgexp.data.registry import get_spec
+from kgexp.options import Count, checked
 from kgexp.runtime.shards import derive_seed, shard_bounds
 from kgexp.sides import HEAD, TAIL
 
@@ -93,6 +94,7 @@ def subsampling_weights(train: Tensor, known: FilterIndex) -> Tensor:
     return counts.double().rsqrt().float()
 
 
+@checked("dataset", keys={"batch_size": "data.batch_size", "eval_batch_size": "data.eval_batch_size"})
 class KGDataModule(pl.LightningDataModule):
     """Loads a dataset once, serves seeded, reshuffled training batches and query batches, each rank of a
     DDP run its own shard (:class:`ShardedBatches`; ``trainer.use_distributed_sampler`` stays off).
@@ -108,14 +110,11 @@ class KGDataModule(pl.LightningDataModule):
         path: str | None = None,
         drop_unseen: bool = False,
         cache_dir: str | None = None,
-        batch_size: int = 1024,
-        eval_batch_size: int = 256,
+        batch_size: Count = 1024,
+        eval_batch_size: Count = 256,
         seed: int = 0,
     ):
         super().__init__()
-        for key, value in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
-            if value <= 0:
-                raise ValueError(f"{key} must be a positive integer, got {value}")
         if path is None and name == "custom":
             raise ValueError(
                 "dataset.path: dataset=custom reads your own files: set dataset.path=DIR, "

@@ -12,20 +12,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from kgexp.choices import check_choice
 from kgexp.data.csr import distinct_pairs, offsets_of
+from kgexp.options import Count, OneOf, checked
 from kgexp.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 HOP_MODES = ("within", "reference")
 WALK_MODES = ("restart", "chained")
+HopMode = Annotated[str, OneOf(HOP_MODES)]
+WalkMode = Annotated[str, OneOf(WALK_MODES)]
 _ROW_BLOCK = 2048  # rows of a sparse power computed at once: bounds the memory of the products
 _WALKERS_PER_CHUNK = 1 << 23  # random walkers advanced together: 8M walkers, ~200 MB of temporaries
 _FORMAT_VERSION = 1
@@ -79,16 +82,14 @@ def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return matrix
 
 
-def k_hop(train: Tensor, num_entities: int, hops: int, mode: str = "within") -> Neighbourhood:
+@checked("k_hop")
+def k_hop(train: Tensor, num_entities: int, hops: Count, mode: HopMode = "within") -> Neighbourhood:
     """Entities near each entity, from sparse matrix products over row blocks.
 
     ``within``: every entity at shortest-path distance 1..k (the entity itself excluded).
     ``reference``: the non-zero pattern of A^k + A^(k-1), as the SANS code: every entity reachable by a walk
     of exactly k or k - 1 steps, which for even lengths includes the entity itself (A^0 = I for k = 1).
     """
-    check_choice("sampler.neighbourhood", mode, HOP_MODES)
-    if hops < 1:
-        raise ValueError(f"sampler.hops must be a positive integer, got {hops}")
     a = adjacency(train, num_entities)
     blocks = []
     for start in range(0, num_entities, _ROW_BLOCK):
@@ -126,8 +127,9 @@ def _reference_block(a: sp.csr_matrix, rows: slice, hops: int) -> sp.csr_matrix:
     return _binary(power + power @ a)
 
 
+@checked("random_walks")
 def random_walks(
-    train: Tensor, num_entities: int, hops: int, walks: int, mode: str = "restart", seed: int = 0
+    train: Tensor, num_entities: int, hops: Count, walks: Count, mode: WalkMode = "restart", seed: int = 0
 ) -> Neighbourhood:
     """Endpoints of ``walks`` random walks of ``hops`` steps from every entity, all entities at once.
 
@@ -136,9 +138,6 @@ def random_walks(
     ``walks * hops`` steps that records every k-th node, and may wander beyond k hops. An entity without
     neighbours gets ``walks`` uniformly random entities, as in the reference.
     """
-    check_choice("sampler.walk_mode", mode, WALK_MODES)
-    if hops < 1 or walks < 1:
-        raise ValueError(f"sampler.hops and sampler.walks must be positive integers, got {hops} and {walks}")
     generator = torch.Generator().manual_seed(seed)
     graph = Neighbourhood.from_scipy(adjacency(train, num_entities))
     degree = graph.sizes

@@ -20,7 +20,8 @@ from torch import Tensor
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.parsing import TripleFormatError, read_numbered_triples
 from kgexp.models import MODELS, KGEModel, RotatE
-from kgexp.sides import HEAD, TAIL, Side
+from kgexp.options import Range, check, one_of
+from kgexp.sides import BOTH_SIDES, HEAD, TAIL, Side
 
 #: Which known triples a prediction leaves out: none, the training triples, or every split's.
 FILTERS = ("none", "train", "all")
@@ -83,8 +84,7 @@ class Predictor:
         return torch.tensor([table[label] for label in labels], dtype=torch.int64)
 
     def filter_index(self, filter: str) -> FilterIndex | None:
-        if filter not in FILTERS:
-            raise ValueError(f"filter must be one of {', '.join(FILTERS)}, got {filter!r}")
+        check("filter", one_of(FILTERS), filter)
         if filter == "none":
             return None
         if filter not in self.known:
@@ -120,8 +120,7 @@ class Predictor:
     ) -> tuple[Tensor, Tensor]:
         """The ``k`` best ``side`` entities ``(n, k)`` of each query and their scores, known answers of
         ``filter`` left out (``-inf`` scores where fewer than ``k`` remain)."""
-        if not 0 < k <= len(self.entities):
-            raise ValueError(f"k must be in 1..{len(self.entities)} (the number of entities), got {k}")
+        check("k", Range(1, len(self.entities)), k)
         index = self.filter_index(filter)
         best_ids, best_scores = [], []
         for start in range(0, len(anchors), batch_size):
@@ -147,8 +146,7 @@ class Predictor:
     ) -> list[Prediction]:
         """Top-k ``side`` answers of ``(anchor, relation)`` label queries: ``side="tail"`` for (h, r, ?).
         Fewer than ``k`` where the filter leaves fewer."""
-        if side not in (HEAD, TAIL):
-            raise ValueError(f"side must be {HEAD!r} or {TAIL!r}, got {side!r}")
+        check("side", one_of(BOTH_SIDES), side)
         anchors, relations = zip(*queries, strict=True) if queries else ((), ())
         ids, scores = self.top_k_ids(
             self.ids(anchors, "entity"), self.ids(relations, "relation"), side, k, filter, batch_size

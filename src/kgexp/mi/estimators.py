@@ -9,10 +9,16 @@ Each estimator returns a loss to minimise (a negative MI lower bound, up to cons
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from kgexp.options import Range, checked
+
+#: MINE's moving-average rate.
+EmaRate = Annotated[float, Range(0, 1, low_open=True)]
 
 
 def _negatives(allowed: Tensor) -> Tensor:
@@ -39,6 +45,7 @@ class JensenShannon(nn.Module):
         return positive + negative
 
 
+@checked("mi")
 class DonskerVaradhan(nn.Module):
     """MINE (Belghazi et al. 2018): ``-(mean s_pos - log mean_{negative pairs} exp s)``.
 
@@ -47,10 +54,8 @@ class DonskerVaradhan(nn.Module):
     MINE's bias correction. The average is a buffer, so it is checkpointed with the model.
     """
 
-    def __init__(self, ema_rate: float = 0.01):
+    def __init__(self, ema_rate: EmaRate = 0.01):
         super().__init__()
-        if not 0.0 < ema_rate <= 1.0:
-            raise ValueError(f"mi.ema_rate must be in (0, 1], got {ema_rate}")
         self.ema_rate = ema_rate
         self.register_buffer("log_ema", torch.tensor(float("nan")))
 

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kgexp.choices import check_choice
+from kgexp.options import NonNegativeInt, OneOf, PositiveFloat, checked
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 CRITICS = ("cosine", "bilinear")
+Activation = Annotated[str, OneOf(tuple(ACTIVATIONS))]
+CriticKind = Annotated[str, OneOf(CRITICS)]
 #: Upper bound on the learnable inverse temperature (as in CLIP), so the critic cannot blow up.
 MAX_INVERSE_TEMPERATURE = 100.0
 
 
-def projection(width_in: int, hidden: int, width_out: int, depth: int, activation: str) -> nn.Module:
+@checked("mi")
+def projection(
+    width_in: int, hidden: int, width_out: int, depth: NonNegativeInt, activation: Activation
+) -> nn.Module:
     """An MLP of ``depth`` linear layers (``depth=0``: identity, which needs ``width_in == width_out``)."""
-    check_choice("mi.activation", activation, ACTIVATIONS)
-    if depth < 0:
-        raise ValueError(f"mi.depth must be >= 0, got {depth}")
     if depth == 0:
         if width_in != width_out:
             raise ValueError(f"mi.depth=0 (no projection) needs mi.width = {width_in}, got {width_out}")
@@ -35,16 +38,14 @@ def projection(width_in: int, hidden: int, width_out: int, depth: int, activatio
     return nn.Sequential(*layers)
 
 
+@checked("mi")
 class Critic(nn.Module):
     """``cos(q, k) / tau`` (``tau`` fixed or learnable) or the bilinear ``q^T W k`` (``W`` starts at I)."""
 
-    def __init__(self, kind: str, width: int, temperature: float, learn_temperature: bool):
+    def __init__(self, critic: CriticKind, width: int, temperature: PositiveFloat, learn_temperature: bool):
         super().__init__()
-        check_choice("mi.critic", kind, CRITICS)
-        if temperature <= 0:
-            raise ValueError(f"mi.temperature must be > 0, got {temperature}")
-        self.kind = kind
-        if kind == "bilinear":
+        self.kind = critic
+        if critic == "bilinear":
             self.weight = nn.Parameter(torch.eye(width))
         log_inverse = torch.tensor(math.log(1.0 / temperature))
         if learn_temperature:

@@ -8,14 +8,16 @@ in-batch negatives with the false negatives masked.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor, nn
 
-from kgexp.choices import check_choice
 from kgexp.data.filter_index import FilterIndex
-from kgexp.mi.estimators import ESTIMATORS
-from kgexp.mi.heads import Critic, projection
+from kgexp.mi.estimators import ESTIMATORS, EmaRate
+from kgexp.mi.heads import Activation, Critic, CriticKind, projection
 from kgexp.models.base import KGEModel
+from kgexp.options import Count, NonNegativeFloat, NonNegativeInt, OneOf, PositiveFloat, checked
 from kgexp.sides import HEAD, TAIL, Side, split_query
 
 #: Direction name -> the query side whose missing entity is the MI target.
@@ -28,6 +30,7 @@ EXTRA_NEGATIVES = ("none", "kge")
 WIDE = 512
 
 
+@checked("mi")
 class MutualInformation(nn.Module):
     """``weight * L_MI``, ``L_MI`` the mean over the enabled directions of the estimator's loss.
 
@@ -41,43 +44,30 @@ class MutualInformation(nn.Module):
         self,
         entity_width: int,
         relation_width: int,
-        name: str = "infonce",
-        weight: float = 0.1,
-        directions: tuple[str, ...] | list[str] = ("hr_t", "rt_h"),
-        composition: str = "model",
-        depth: int = 2,
-        hidden: int | None = None,
-        width: int | None = None,
-        activation: str = "gelu",
-        query_heads: str = "separate",
-        key_head: str = "separate",
-        critic: str = "cosine",
-        temperature: float = 0.1,
+        name: Annotated[str, OneOf(tuple(ESTIMATORS))] = "infonce",
+        weight: NonNegativeFloat = 0.1,
+        directions: Annotated[tuple[str, ...] | list[str], OneOf(tuple(DIRECTIONS))] = ("hr_t", "rt_h"),
+        composition: Annotated[str, OneOf(COMPOSITIONS)] = "model",
+        depth: NonNegativeInt = 2,
+        hidden: Count | None = None,
+        width: Count | None = None,
+        activation: Activation = "gelu",
+        query_heads: Annotated[str, OneOf(QUERY_HEADS)] = "separate",
+        key_head: Annotated[str, OneOf(KEY_HEADS)] = "separate",
+        critic: CriticKind = "cosine",
+        temperature: PositiveFloat = 0.1,
         learn_temperature: bool = False,
         mask_false_negatives: bool = True,
-        extra_negatives: str = "none",
+        extra_negatives: Annotated[str, OneOf(EXTRA_NEGATIVES)] = "none",
         detach_keys: bool = False,
-        ema_rate: float = 0.01,
+        ema_rate: EmaRate = 0.01,
     ):
         super().__init__()
-        if name not in ESTIMATORS:
-            raise ValueError(f"mi.name: unknown estimator {name!r}; valid choices: {', '.join(ESTIMATORS)}")
-        if weight < 0:
-            raise ValueError(f"mi.weight must be >= 0, got {weight}")
         directions = list(directions)
-        if (
-            not directions
-            or any(d not in DIRECTIONS for d in directions)
-            or len(set(directions)) < len(directions)
-        ):
-            raise ValueError(
-                f"mi.directions must be a non-empty subset of {list(DIRECTIONS)}, got {directions}"
-            )
+        if len(set(directions)) < len(directions):
+            raise ValueError(f"mi.directions: expected distinct directions, got {directions}")
         self.weight, self.directions = weight, directions
-        self.composition = check_choice("mi.composition", composition, COMPOSITIONS)
-        self.key_head_mode = check_choice("mi.key_head", key_head, KEY_HEADS)
-        check_choice("mi.query_heads", query_heads, QUERY_HEADS)
-        self.extra_negatives = check_choice("mi.extra_negatives", extra_negatives, EXTRA_NEGATIVES)
+        self.composition, self.key_head_mode, self.extra_negatives = composition, key_head, extra_negatives
         self.mask_false_negatives, self.detach_keys = mask_false_negatives, detach_keys
 
         default = entity_width if entity_width <= WIDE else 256

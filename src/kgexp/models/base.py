@@ -14,12 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from kgexp import kernels
+from kgexp.options import POSITIVE, Count, PositiveFloat, check, checked
 from kgexp.sides import TAIL, Side
 
 #: Upper bound on elements of an intermediate (queries x candidates x width) tensor in ``compare_all``.
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
 
 
+@checked("model")
 class KGEModel(nn.Module, ABC):
     """Entity and relation embedding tables plus a scoring function.
 
@@ -39,18 +41,15 @@ class KGEModel(nn.Module, ABC):
         self,
         num_entities: int,
         num_relations: int,
-        dim: int,
+        dim: Count,
         gamma: float = 24.0,
-        init_range: float | None = None,
+        init_range: PositiveFloat | None = None,
     ):
         super().__init__()
-        if dim <= 0:
-            raise ValueError(f"model.dim must be a positive integer, got {dim}")
         self.num_entities, self.num_relations, self.dim = num_entities, num_relations, dim
         self.gamma = float(gamma)
         self.embedding_range = float(init_range) if init_range is not None else (self.gamma + 2.0) / dim
-        if self.embedding_range <= 0:
-            raise ValueError(f"model.init_range must be positive, got {self.embedding_range}")
+        check("model.init_range (the default (gamma + 2) / dim)", POSITIVE, self.embedding_range)
         self.entity = nn.Embedding(num_entities, self.entity_factor * dim)
         self.relation = nn.Embedding(num_relations, self.relation_factor * dim)
         for table in (self.entity, self.relation):

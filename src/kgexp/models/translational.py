@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
 from kgexp import kernels
 from kgexp.models.base import DistanceModel
+from kgexp.options import Count, OneOf, PositiveFloat, checked
 from kgexp.sides import TAIL, Side
 
 
+@checked("model")
 class TransE(DistanceModel):
     """score(h, r, t) = gamma - ||h + r - t||_p (Bordes et al. 2013)."""
 
@@ -21,14 +24,12 @@ class TransE(DistanceModel):
         self,
         num_entities: int,
         num_relations: int,
-        dim: int,
+        dim: Count,
         gamma: float = 24.0,
-        init_range: float | None = None,
-        p_norm: int = 1,
+        init_range: PositiveFloat | None = None,
+        p_norm: Annotated[int, OneOf((1, 2))] = 1,
     ):
         super().__init__(num_entities, num_relations, dim, gamma, init_range)
-        if p_norm not in (1, 2):
-            raise ValueError(f"model.p_norm must be 1 or 2, got {p_norm}")
         self.p_norm = p_norm
         self.scorer_kind = kernels.L1 if p_norm == 1 else kernels.L2
 

@@ -10,13 +10,16 @@ plus ``alpha`` times the plain one-hot softmax cross-entropy on unmutated negati
 
 from __future__ import annotations
 
+import inspect
+from typing import Annotated, Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from kgexp import kernels
-from kgexp.choices import check_choice
 from kgexp.models.base import KGEModel
+from kgexp.options import NonNegativeFloat, OneOf, Probability, Smoothing, checked
 from kgexp.training.losses import soft_cross_entropy
 
 MUTATIONS = ("mask", "mixup", "none")
@@ -27,6 +30,7 @@ SCALES = ("per_negative", "none")
 MASK_RESOLUTION = 1 << 16
 
 
+@checked("sampler")
 class EmbeddingMutation:
     """Mutates candidate embeddings towards the positive (column 0 is the positive and stays unchanged).
 
@@ -40,16 +44,12 @@ class EmbeddingMutation:
 
     def __init__(
         self,
-        keep_prob: float = 0.39,
-        mask: str = "bernoulli",
+        keep_prob: Probability = 0.39,
+        mask: Annotated[str, OneOf(MASK_MODES)] = "bernoulli",
         share_complex_mask: bool = False,
-        mutation: str = "mask",
+        mutation: Annotated[str, OneOf(MUTATIONS)] = "mask",
     ):
-        if not 0.0 <= keep_prob <= 1.0:
-            raise ValueError(f"sampler.keep_prob must be in [0, 1], got {keep_prob}")
-        self.keep_prob = keep_prob
-        self.mask = check_choice("sampler.mask", mask, MASK_MODES)
-        self.mutation = check_choice("sampler.mutation", mutation, MUTATIONS)
+        self.keep_prob, self.mask, self.mutation = keep_prob, mask, mutation
         self.share_complex_mask = share_complex_mask
 
     @property
@@ -137,6 +137,7 @@ class MixTowardsPositive(torch.autograd.Function):
         return to_candidates, None
 
 
+@checked("sampler")
 class EMULoss:
     """``CE_soft(s_mut, [1, beta, ..., beta]) * c + alpha * CE(s, one-hot)``.
 
@@ -147,21 +148,14 @@ class EMULoss:
 
     def __init__(
         self,
-        beta: float = 0.53,
-        alpha: float = 0.11,
-        scale: str = "per_negative",
-        labels: str = "uls",
-        label_smoothing: float = 0.1,
+        beta: NonNegativeFloat = 0.53,
+        alpha: NonNegativeFloat = 0.11,
+        scale: Annotated[str, OneOf(SCALES)] = "per_negative",
+        labels: Annotated[str, OneOf(LABELS)] = "uls",
+        label_smoothing: Smoothing = 0.1,
     ):
-        if beta < 0:
-            raise ValueError(f"sampler.beta must be >= 0, got {beta}")
-        if alpha < 0:
-            raise ValueError(f"sampler.alpha must be >= 0, got {alpha}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"sampler.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.beta, self.alpha, self.label_smoothing = beta, alpha, label_smoothing
-        self.scale = check_choice("sampler.scale", scale, SCALES)
-        self.labels = check_choice("sampler.labels", labels, LABELS)
+        self.scale, self.labels = scale, labels
 
     def targets(self, mutated: Tensor) -> Tensor:
         num_negatives = mutated.shape[1] - 1
@@ -184,22 +178,23 @@ class EMU:
     """The EMU training objective: a mutation, its loss, and where the EMU term's negatives come from.
 
     ``resample``: the EMU term draws its own negatives from the base sampler (the reference code, where
-    uniform negatives are drawn afresh for the second pass) instead of reusing the vanilla term's.
+    uniform negatives are drawn afresh for the second pass) instead of reusing the vanilla term's. The
+    other options are those of :class:`EmbeddingMutation` and :class:`EMULoss`, declared there.
     """
 
-    def __init__(
-        self,
-        keep_prob: float = 0.39,
-        mask: str = "bernoulli",
-        share_complex_mask: bool = False,
-        mutation: str = "mask",
-        beta: float = 0.53,
-        alpha: float = 0.11,
-        scale: str = "per_negative",
-        labels: str = "uls",
-        label_smoothing: float = 0.1,
-        resample: bool = True,
-    ):
-        self.mutate = EmbeddingMutation(keep_prob, mask, share_complex_mask, mutation)
-        self.loss = EMULoss(beta, alpha, scale, labels, label_smoothing)
+    PARTS = (EmbeddingMutation, EMULoss)
+
+    def __init__(self, resample: bool = True, **options: Any):
+        unknown = sorted(set(options) - set(self.option_names()))
+        if unknown:
+            raise TypeError(f"EMU got an unexpected keyword argument {unknown[0]!r}")
+        self.mutate, self.loss = (
+            part(**{k: v for k, v in options.items() if k in inspect.signature(part).parameters})
+            for part in self.PARTS
+        )
         self.resample = resample
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every option EMU takes: its own and its parts'."""
+        return ["resample", *(name for part in cls.PARTS for name in inspect.signature(part).parameters)]

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kgexp.options import PositiveFloat, Smoothing, checked
+
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean over rows of ``-sum_k targets_k log softmax(logits)_k``; targets need not sum to 1."""
@@ -25,15 +27,14 @@ class Loss(ABC):
     def __call__(self, positive: Tensor, negative: Tensor, weights: Tensor | None = None) -> Tensor: ...
 
 
+@checked("loss")
 class SoftmaxCrossEntropy(Loss):
     """Cross-entropy of softmax over ``[positive, negatives]`` against ``[1 - eps, eps/K, ...]``.
 
     With ``label_smoothing = 0`` this is the EMU paper's vanilla loss (one-hot target on the positive).
     """
 
-    def __init__(self, label_smoothing: float = 0.0):
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
+    def __init__(self, label_smoothing: Smoothing = 0.0):
         self.label_smoothing = label_smoothing
 
     def __call__(self, positive: Tensor, negative: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -43,6 +44,7 @@ class SoftmaxCrossEntropy(Loss):
         return soft_cross_entropy(logits, targets)
 
 
+@checked("loss")
 class SelfAdversarial(Loss):
     """RotatE's loss: -1/2 [log s(pos) + sum_j p_j log s(-neg_j)], p = softmax(a * neg) detached.
 
@@ -51,10 +53,8 @@ class SelfAdversarial(Loss):
     """
 
     def __init__(
-        self, adversarial_temperature: float = 1.0, adversarial: bool = True, subsampling: bool = True
+        self, adversarial_temperature: PositiveFloat = 1.0, adversarial: bool = True, subsampling: bool = True
     ):
-        if adversarial_temperature <= 0:
-            raise ValueError(f"loss.adversarial_temperature must be positive, got {adversarial_temperature}")
         self.temperature, self.adversarial, self.subsampling = (
             adversarial_temperature,
             adversarial,
@@ -71,12 +71,11 @@ class SelfAdversarial(Loss):
         return -(weighted_mean(F.logsigmoid(positive), weights) + weighted_mean(negative_term, weights)) / 2
 
 
+@checked("loss")
 class MarginRanking(Loss):
     """mean_j max(0, margin - pos + neg_j)."""
 
-    def __init__(self, margin: float = 1.0):
-        if margin <= 0:
-            raise ValueError(f"loss.margin must be positive, got {margin}")
+    def __init__(self, margin: PositiveFloat = 1.0):
         self.margin = margin
 
     def __call__(self, positive: Tensor, negative: Tensor, weights: Tensor | None = None) -> Tensor:

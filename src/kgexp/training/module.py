@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from kgexp.choices import check_choice
 from kgexp.evaluation.geometry import intra_group_similarity
 from kgexp.evaluation.metrics import REPORTED, RankMetrics
 from kgexp.evaluation.ranking import Ranks, rank_queries
 from kgexp.evaluation.stages import format_metrics
 from kgexp.mi import MutualInformation
 from kgexp.models.base import KGEModel
+from kgexp.options import OneOf, Range, checked
 from kgexp.runtime.shards import derive_seed
 from kgexp.sides import BOTH_SIDES, Side, split_query
 from kgexp.training.emu import EMU
@@ -32,6 +32,7 @@ NONFINITE = ("stop", "skip")
 warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
+@checked("")
 class LinkPredictionModule(pl.LightningModule):
     """Trains a :class:`KGEModel` on negatives and evaluates filtered ranks on both sides.
 
@@ -52,14 +53,14 @@ class LinkPredictionModule(pl.LightningModule):
         switch: OptimizerSwitch | None = None,
         emu: EMU | None = None,
         mi: MutualInformation | None = None,
-        seed: int = 0,
-        nonfinite: str = "stop",
+        seed: Annotated[int, Range(0, 2**32 - 1)] = 0,
+        nonfinite: Annotated[str, OneOf(NONFINITE)] = "stop",
     ):
         super().__init__()
         self.model, self.negatives, self.loss, self.regularizer = model, negatives, loss, regularizer
         self.optimizer_config, self.switch, self.emu, self.seed = optimizer, switch, emu, seed
         self.mi = mi  # a submodule: its heads train with the model; ranking never uses them
-        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE)
+        self.nonfinite = nonfinite
         self.skipped_batches = 0
         self.val_metrics, self.test_metrics = RankMetrics(), RankMetrics()
         self.generator: torch.Generator | None = None

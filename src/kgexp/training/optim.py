@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Annotated
 
 import pytorch_lightning as pl
 import torch
+
+from kgexp.options import (
+    NON_NEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    Limit,
+    OneOf,
+    PositiveFloat,
+    check,
+    checked,
+    one_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +27,14 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adagrad": torch.optim.Adagrad,
     "sgd": torch.optim.SGD,
+}
+#: The limits of the torch optimisers' options (their signatures carry none).
+OPTIMIZER_LIMITS: dict[str, Limit] = {
+    "name": one_of(OPTIMIZERS),
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "eps": NON_NEGATIVE,
+    "momentum": NON_NEGATIVE,
 }
 #: Optimisers with a fused implementation for CPU and CUDA float tensors (used unless ``fused: false``).
 FUSED = ("adam", "adagrad", "sgd")
@@ -23,12 +44,8 @@ def build_optimizer(
     params: Iterable[torch.nn.Parameter], name: str, lr: float, **kwargs
 ) -> torch.optim.Optimizer:
     """``OPTIMIZERS[name](params, lr=lr, **kwargs)``, with errors that name the config key."""
-    if name not in OPTIMIZERS:
-        raise ValueError(
-            f"optimizer.name: unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}"
-        )
-    if not lr > 0:
-        raise ValueError(f"optimizer.lr must be positive, got {lr}")
+    for key, value in {"name": name, "lr": lr, **kwargs}.items():
+        check(f"optimizer.{key}", OPTIMIZER_LIMITS.get(key), value)
     params = [p for p in params if p.requires_grad]
     if kwargs.get("fused") is None:  # unset: fused where it can be
         fusable = name in FUSED and not (kwargs.get("foreach") or kwargs.get("differentiable"))
@@ -41,6 +58,7 @@ def build_optimizer(
         raise ValueError(f"optimizer: invalid option for {name}: {error}") from None
 
 
+@checked("schedule")
 class OptimizerSwitch:
     """At ``fraction`` of the run's steps, replace the optimiser by a fresh ``optimizer`` at ``lr * factor``.
 
@@ -48,15 +66,12 @@ class OptimizerSwitch:
     at a tenth of the rate at half of ``max_steps``; the old optimiser's state is dropped.
     """
 
-    def __init__(self, fraction: float = 0.5, lr_factor: float = 0.1, optimizer: str = "adam"):
-        if not 0 < fraction < 1:
-            raise ValueError(f"schedule.fraction must be in (0, 1), got {fraction}")
-        if not lr_factor > 0:
-            raise ValueError(f"schedule.lr_factor must be positive, got {lr_factor}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"schedule.optimizer: unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
-            )
+    def __init__(
+        self,
+        fraction: Annotated[float, OPEN_UNIT] = 0.5,
+        lr_factor: PositiveFloat = 0.1,
+        optimizer: Annotated[str, OneOf(tuple(OPTIMIZERS))] = "adam",
+    ):
         self.fraction, self.lr_factor, self.optimizer = fraction, lr_factor, optimizer
         self.switched = False
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from kgexp import kernels
-from kgexp.choices import check_choice
 from kgexp.models.base import KGEModel
+from kgexp.options import Count, NonNegativeFloat, OneOf, checked
 
 SCOPES = ("batch", "table")
 
 
+@checked("regularizer")
 class NormRegularizer:
     """``weight * sum |x|^p`` over the embeddings of a batch (averaged over positives) or whole tables.
 
@@ -19,10 +22,13 @@ class NormRegularizer:
     first, so ``p = 3`` gives the N3 regulariser of Lacroix et al. (2018).
     """
 
-    def __init__(self, weight: float, p: int, scope: str = "batch", complex_modulus: bool = False):
-        if weight < 0:
-            raise ValueError(f"regularizer.weight must be >= 0, got {weight}")
-        check_choice("regularizer.scope", scope, SCOPES)
+    def __init__(
+        self,
+        weight: NonNegativeFloat,
+        p: Count,
+        scope: Annotated[str, OneOf(SCOPES)] = "batch",
+        complex_modulus: bool = False,
+    ):
         self.weight, self.p, self.scope, self.complex_modulus = weight, p, scope, complex_modulus
 
     def _norm(self, x: Tensor, factor: int) -> Tensor:

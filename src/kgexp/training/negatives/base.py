@@ -13,7 +13,21 @@ from torch import Tensor
 from kgexp.data.filter_index import FilterIndex, SideIndex
 from kgexp.data.graph import KnowledgeGraph
 from kgexp.models.base import KGEModel
+from kgexp.options import Count, NonNegativeInt, checked
 from kgexp.sides import Side
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The queries a sampler draws negatives for, and what it may draw them with."""
+
+    anchors: Tensor
+    relations: Tensor
+    side: Side
+    num_entities: int
+    known: FilterIndex | None
+    generator: torch.Generator
+    model: KGEModel | None = None
 
 
 @dataclass
@@ -25,17 +39,14 @@ class SamplerSetup:
     seed: int
 
 
+@checked("sampler")
 class Sampler:
     """Draws ``num_negatives`` entity ids per query ``(anchor, relation, side)``."""
 
     #: C > 0: chunks of C consecutive queries get the same ids (see :class:`UniformSampler`).
     shared = 0
 
-    def __init__(self, num_negatives: int, filtered: bool, max_redraws: int):
-        if num_negatives <= 0:
-            raise ValueError(f"sampler.num_negatives must be a positive integer, got {num_negatives}")
-        if max_redraws < 0:
-            raise ValueError(f"sampler.max_redraws must be a non-negative integer, got {max_redraws}")
+    def __init__(self, num_negatives: Count, filtered: bool, max_redraws: NonNegativeInt):
         self.num_negatives, self.filtered, self.max_redraws = num_negatives, filtered, max_redraws
 
     def fit(self, setup: SamplerSetup) -> None:
@@ -51,7 +62,12 @@ class Sampler:
         generator: torch.Generator,
         model: KGEModel | None = None,
     ) -> Tensor:
-        """``(len(anchors), num_negatives)`` int64 entity ids."""
+        """``(len(anchors), num_negatives)`` int64 entity ids for the queries ``(anchor, relation, side)``;
+        ``known``: the training answers (filtering), ``model``: the model being trained (NSCaching)."""
+        return self.draw_negatives(Queries(anchors, relations, side, num_entities, known, generator, model))
+
+    def draw_negatives(self, queries: Queries) -> Tensor:
+        """:meth:`sample` for each sampler: ``(len(queries.anchors), num_negatives)`` ids."""
         raise NotImplementedError
 
     def synchronize(self) -> None:

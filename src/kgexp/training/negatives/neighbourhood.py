@@ -5,20 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kgexp.choices import check_choice
-from kgexp.data.filter_index import FilterIndex, SideIndex
+from kgexp.data.filter_index import SideIndex
 from kgexp.data.neighbourhoods import (
-    HOP_MODES,
-    WALK_MODES,
+    HopMode,
     Neighbourhood,
+    WalkMode,
     cached_neighbourhood,
     k_hop,
     random_walks,
     uniform_offsets,
 )
-from kgexp.models.base import KGEModel
-from kgexp.sides import Side
-from kgexp.training.negatives.base import Sampler, SamplerSetup, redraw_known, uniform_unknown
+from kgexp.options import Count, NonNegativeInt, checked
+from kgexp.training.negatives.base import Queries, Sampler, SamplerSetup, redraw_known, uniform_unknown
 
 
 class NeighbourhoodSampler(Sampler):
@@ -51,16 +49,9 @@ class NeighbourhoodSampler(Sampler):
             f"{setup.graph.name} {key}",
         )
 
-    def sample(
-        self,
-        anchors: Tensor,
-        relations: Tensor,
-        side: Side,
-        num_entities: int,
-        known: FilterIndex | None,
-        generator: torch.Generator,
-        model: KGEModel | None = None,
-    ) -> Tensor:
+    def draw_negatives(self, q: Queries) -> Tensor:
+        anchors, relations, side, num_entities = q.anchors, q.relations, q.side, q.num_entities
+        known, generator = q.known, q.generator
         if self.neighbourhood is None:
             raise RuntimeError(f"{type(self).__name__}.fit must run before sampling")
         if self.neighbourhood.indptr.device != anchors.device:
@@ -132,21 +123,20 @@ class NeighbourhoodSampler(Sampler):
         return torch.where(count > 0, chosen, fallback)
 
 
+@checked("sampler")
 class SANSSampler(NeighbourhoodSampler):
     """SANS: the k-hop neighbourhood of the undirected training graph (see :func:`k_hop` for the modes)."""
 
     def __init__(
         self,
-        num_negatives: int,
-        hops: int = 3,
-        neighbourhood: str = "within",
+        num_negatives: Count,
+        hops: Count = 3,
+        neighbourhood: HopMode = "within",
         filtered: bool = True,
-        max_redraws: int = 10,
+        max_redraws: NonNegativeInt = 10,
     ):
         super().__init__(num_negatives, filtered, max_redraws)
-        if hops < 1:
-            raise ValueError(f"sampler.hops must be a positive integer, got {hops}")
-        self.hops, self.mode = hops, check_choice("sampler.neighbourhood", neighbourhood, HOP_MODES)
+        self.hops, self.mode = hops, neighbourhood
 
     def cache_key(self, seed: int) -> str:
         return f"sans-k{self.hops}-{self.mode}"
@@ -155,23 +145,21 @@ class SANSSampler(NeighbourhoodSampler):
         return k_hop(setup.graph.train, setup.graph.num_entities, self.hops, self.mode)
 
 
+@checked("sampler")
 class RWSANSSampler(NeighbourhoodSampler):
     """RW-SANS: endpoints of ``walks`` random walks of ``hops`` steps (see :func:`random_walks`)."""
 
     def __init__(
         self,
-        num_negatives: int,
-        hops: int = 3,
-        walks: int = 1000,
-        walk_mode: str = "restart",
+        num_negatives: Count,
+        hops: Count = 3,
+        walks: Count = 1000,
+        walk_mode: WalkMode = "restart",
         filtered: bool = True,
-        max_redraws: int = 10,
+        max_redraws: NonNegativeInt = 10,
     ):
         super().__init__(num_negatives, filtered, max_redraws)
-        if hops < 1 or walks < 1:
-            raise ValueError(f"sampler.hops and sampler.walks must be positive integers, got {hops}, {walks}")
-        self.hops, self.walks = hops, walks
-        self.mode = check_choice("sampler.walk_mode", walk_mode, WALK_MODES)
+        self.hops, self.walks, self.mode = hops, walks, walk_mode
 
     def cache_key(self, seed: int) -> str:
         return f"rwsans-k{self.hops}-w{self.walks}-{self.mode}-seed{seed}"

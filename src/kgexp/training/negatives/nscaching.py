@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor
 
-from kgexp.choices import check_choice
-from kgexp.data.filter_index import FilterIndex
-from kgexp.models.base import KGEModel
+from kgexp.options import Count, OneOf, PositiveFloat, checked
 from kgexp.sides import BOTH_SIDES, HEAD, TAIL, Side
-from kgexp.training.negatives.base import Sampler, SamplerSetup
+from kgexp.training.negatives.base import Queries, Sampler, SamplerSetup
 
 DRAWS = ("uniform", "importance")
 REFRESHES = ("importance", "top")
 
 
+@checked("sampler")
 class NSCachingSampler(Sampler):
     """A tail cache per training (h, r) and a head cache per training (r, t), of ``cache_size`` ids each.
 
@@ -35,23 +34,17 @@ class NSCachingSampler(Sampler):
 
     def __init__(
         self,
-        num_negatives: int,
-        cache_size: int = 30,
-        candidates: int = 30,
-        temperature: float = 2.0,
-        draw: str = "uniform",
-        refresh: str = "importance",
+        num_negatives: Count,
+        cache_size: Count = 30,
+        candidates: Count = 30,
+        temperature: PositiveFloat = 2.0,
+        draw: Annotated[str, OneOf(DRAWS)] = "uniform",
+        refresh: Annotated[str, OneOf(REFRESHES)] = "importance",
         filtered: bool = False,
     ):
         super().__init__(num_negatives, filtered, max_redraws=0)
-        for key, value in (("sampler.cache_size", cache_size), ("sampler.candidates", candidates)):
-            if value <= 0:
-                raise ValueError(f"{key} must be a positive integer, got {value}")
-        if temperature <= 0:
-            raise ValueError(f"sampler.temperature must be positive, got {temperature}")
         self.cache_size, self.candidates, self.temperature = cache_size, candidates, temperature
-        self.draw = check_choice("sampler.draw", draw, DRAWS)
-        self.refresh = check_choice("sampler.refresh", refresh, REFRESHES)
+        self.draw, self.refresh = draw, refresh
         self.query_keys: dict[Side, Tensor] = {}
         self.caches: dict[Side, Tensor] = {}
         self.num_relations = 0
@@ -68,16 +61,10 @@ class NSCachingSampler(Sampler):
             shape = (len(self.query_keys[side]), self.cache_size)
             self.caches[side] = torch.randint(graph.num_entities, shape, generator=generator).to(id_type)
 
-    def sample(
-        self,
-        anchors: Tensor,
-        relations: Tensor,
-        side: Side,
-        num_entities: int,
-        known: FilterIndex | None,
-        generator: torch.Generator,
-        model: KGEModel | None = None,
-    ) -> Tensor:
+    def draw_negatives(self, q: Queries) -> Tensor:
+        anchors, relations, side, num_entities = q.anchors, q.relations, q.side, q.num_entities
+        known, generator = q.known, q.generator
+        model = q.model
         if model is None or not self.caches:
             raise RuntimeError("NSCaching needs fit() and the model being trained to sample")
         device = anchors.device

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
-from kgexp.choices import check_choice
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.statistics import relation_cardinalities
 from kgexp.models.base import KGEModel
+from kgexp.options import OneOf, checked
 from kgexp.sides import HEAD, TAIL, Side, split_query
 from kgexp.training.negatives.base import Sampler, SamplerSetup
 
 SIDE_MODES = ("alternate", "both", "bernoulli")
+SideMode = Annotated[str, OneOf(SIDE_MODES)]
 
 
 @dataclass
@@ -32,6 +34,7 @@ def bernoulli_head_probability(train: Tensor, num_relations: int) -> Tensor:
     return (tph / (tph + hpt).clamp_min(1e-12)).float()
 
 
+@checked("sampler")
 class NegativeSampling:
     """Plans the corrupted sides of a batch and draws the negatives for each side.
 
@@ -40,8 +43,8 @@ class NegativeSampling:
     with the per-relation probability of :func:`bernoulli_head_probability`).
     """
 
-    def __init__(self, sampler: Sampler, side_mode: str = "alternate"):
-        self.sampler, self.side_mode = sampler, check_choice("sampler.sides", side_mode, SIDE_MODES)
+    def __init__(self, sampler: Sampler, sides: SideMode = "alternate"):
+        self.sampler, self.side_mode = sampler, sides
         self.head_probability: Tensor | None = None
 
     def fit(self, setup: SamplerSetup) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kgexp.data.filter_index import FilterIndex
-from kgexp.models.base import KGEModel
-from kgexp.sides import Side
-from kgexp.training.negatives.base import Sampler, redraw_known
+from kgexp.options import Count, NonNegativeInt, checked
+from kgexp.training.negatives.base import Queries, Sampler, redraw_known
 
 
+@checked("sampler")
 class UniformSampler(Sampler):
     """K entity ids per positive, uniform with replacement; optionally filtered against known answers.
 
@@ -22,10 +21,14 @@ class UniformSampler(Sampler):
     independent: a different sampling distribution, which the bilinear models score with one matmul.
     """
 
-    def __init__(self, num_negatives: int, filtered: bool = False, max_redraws: int = 10, shared: int = 0):
+    def __init__(
+        self,
+        num_negatives: Count,
+        filtered: bool = False,
+        max_redraws: NonNegativeInt = 10,
+        shared: NonNegativeInt = 0,
+    ):
         super().__init__(num_negatives, filtered, max_redraws)
-        if shared < 0:
-            raise ValueError(f"sampler.shared must be 0 (off) or a chunk size >= 1, got {shared}")
         if shared and filtered:
             raise ValueError(
                 "sampler.shared and sampler.filtered cannot both be set: filtering replaces ids per "
@@ -33,16 +36,9 @@ class UniformSampler(Sampler):
             )
         self.shared = shared
 
-    def sample(
-        self,
-        anchors: Tensor,
-        relations: Tensor,
-        side: Side,
-        num_entities: int,
-        known: FilterIndex | None,
-        generator: torch.Generator,
-        model: KGEModel | None = None,
-    ) -> Tensor:
+    def draw_negatives(self, q: Queries) -> Tensor:
+        anchors, relations, side, num_entities = q.anchors, q.relations, q.side, q.num_entities
+        known, generator = q.known, q.generator
         if self.shared:
             chunks = -(-len(anchors) // self.shared)
             draws = torch.randint(
