@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 KGEXP_DATA_DIR ?= $(abspath $(wildcard ../shared/datasets))
 export KGEXP_DATA_DIR
 
-.PHONY: help install train test test-fast lint options clean
+.PHONY: help install train test test-fast lint options docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ lint: install ## ruff check and format check
 
 options: install ## Regenerate docs/options.md (every option's type, default and range) from the code
 	$(BIN)/python -m kgexp.config.reference > docs/options.md
+
+docs: install ## Build the documentation site (MkDocs, warnings as errors) into build/site
+	@test -x $(BIN)/mkdocs || $(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 clean: ## Remove the virtual environment, caches and run outputs (not the dataset cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info outputs

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -53,3 +56,16 @@ class KillAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step and os.environ.get("KGEXP_TEST_KILL"):
             os.kill(os.getpid(), self.signal)
+
+
+def count_calls_of(
+    monkeypatch: pytest.MonkeyPatch, calls: Counter, name: str, owner: object, attribute: str
+) -> None:
+    """Replace ``owner.attribute`` by a wrapper that counts its calls in ``calls[name]``."""
+    function = getattr(owner, attribute)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[name] += 1
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(owner, attribute, counted)

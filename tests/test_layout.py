@@ -23,8 +23,20 @@ LAYERS = [
     {"data", "models"},
     {"runtime"},
     {"kernels", "sides", "options", "__init__"},
+    {"errors"},
 ]
-DOMAIN = {"analysis", "training", "evaluation", "mi", "data", "models", "kernels", "sides", "options"}
+DOMAIN = {
+    "analysis",
+    "training",
+    "evaluation",
+    "mi",
+    "data",
+    "models",
+    "kernels",
+    "sides",
+    "options",
+    "errors",
+}
 
 
 def unit_of(module: str) -> str:

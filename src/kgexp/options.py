@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
+from kgexp.errors import InputError
+
 
 @dataclass(frozen=True)
 class Range:
@@ -78,9 +80,9 @@ def one_of(values: Iterable[Any]) -> OneOf:
 
 
 def check(key: str, limit: Limit | None, value: Any) -> Any:
-    """``value``, or a ValueError naming ``key`` when it (not ``None``) is outside ``limit``."""
+    """``value``, or an InputError (a ValueError) naming ``key`` if it is outside ``limit`` (None: unset)."""
     if limit is not None and value is not None and not limit.allows(value):
-        raise ValueError(f"{key}: expected {limit.describe()}, got {value!r}")
+        raise InputError(f"{key}: expected {limit.describe()}, got {value!r}")
     return value
 
 

@@ -1,4 +1,9 @@
-"""End to end on a small real dataset (UMLS): train, test, export, re-rank independently, evaluate."""
+"""End to end on a small real dataset (UMLS): train, test, export, re-rank independently, evaluate.
+
+Each ``kgexp`` subprocess here checks what only the command shows (its files, its exit status, its
+launchers); what the commands compute is checked in process on those runs' checkpoints. W&B is off
+(conftest) except in the one sweep whose W&B records are read.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import mirror_dataset, run_kgexp
+from conftest import compose_config, mirror_dataset, run_kgexp
+
+from kgexp.commands.analyze import analyze
+from kgexp.commands.evaluate import evaluate
+from kgexp.commands.export import export
+from kgexp.commands.report import main as report
 
 pytestmark = pytest.mark.slow  # subprocesses of the real command: the full tier only
 
@@ -79,10 +89,17 @@ def test_run_writes_its_outputs(runs, model):
     assert (run_dir / "csv" / "metrics.csv").read_text().count("train/loss") == 1
 
 
+#: Test MRR of the FAST runs, measured once (seed 0, CPU); a floor at 75% of it fails a model that learns
+#: markedly worse, where 5x random (0.20) let any model that learns at all pass.
+MEASURED_TEST_MRR = {"transe": 0.683, "distmult": 0.668, "complex": 0.777, "rotate": 0.568}
+
+
 @pytest.mark.parametrize("model", MODELS)
-def test_trained_model_is_far_above_random(runs, model):
+def test_trained_model_reaches_most_of_its_measured_mrr(runs, model):
     random_mrr = sum(1 / k for k in range(1, NUM_UMLS_ENTITIES + 1)) / NUM_UMLS_ENTITIES
-    assert metrics_of(runs[model])["test/mrr"] > 5 * random_mrr
+    floor = 0.75 * MEASURED_TEST_MRR[model]
+    assert floor > 10 * random_mrr
+    assert metrics_of(runs[model])["test/mrr"] > floor
 
 
 # -- independent re-ranking of exported embeddings ---------------------------------------------------
@@ -138,8 +155,7 @@ def independent_test_mrr(export_dir: Path, data_dir: Path) -> float:
 @pytest.mark.parametrize("model", MODELS)
 def test_export_round_trip_reproduces_test_mrr(runs, model, tmp_path):
     run_dir = runs[model]
-    export_dir = tmp_path / "export"
-    run_kgexp("export", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"out={export_dir}", cwd=tmp_path)
+    export_dir = export(run_dir / "checkpoints" / "best.ckpt", tmp_path / "export")  # in process
     description = json.loads((export_dir / "model.json").read_text())
     assert description["model"] == model
     entities = np.load(export_dir / "entities.npy")
@@ -149,6 +165,16 @@ def test_export_round_trip_reproduces_test_mrr(runs, model, tmp_path):
         assert np.abs(np.load(export_dir / "relations.npy")).max() <= 4 * np.pi
     mrr = independent_test_mrr(export_dir, mirror_dataset("umls"))
     assert mrr == pytest.approx(metrics_of(run_dir)["test/mrr"], abs=1e-6)
+
+
+def test_the_export_command_writes_what_export_writes(runs, tmp_path):
+    best = runs["rotate"] / "checkpoints" / "best.ckpt"
+    run_kgexp("export", f"ckpt={best}", f"out={tmp_path / 'command'}", cwd=tmp_path)
+    export(best, tmp_path / "api")
+    names = sorted(p.name for p in (tmp_path / "api").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "command").iterdir()) and len(names) == 5
+    for name in names:
+        assert (tmp_path / "command" / name).read_bytes() == (tmp_path / "api" / name).read_bytes(), name
 
 
 def test_evaluate_reproduces_the_run_metrics(runs, tmp_path):
@@ -185,37 +211,20 @@ def wandb_records(path: Path) -> list[bytes]:
     return records
 
 
-def test_offline_wandb_run_holds_the_final_test_mrr(runs):
+def wandb_log(job: Path) -> list:
+    """The records of a job's offline W&B run, parsed."""
     from wandb.proto import wandb_internal_pb2
 
-    run_dir = runs["distmult"]
-    (log_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    summary = {}
+    (log_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
+    parsed = []
     for data in wandb_records(log_file):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
-        if record.WhichOneof("record_type") == "summary":
-            summary.update(
-                {u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in record.summary.update}
-            )
-    assert summary["test/mrr"] == pytest.approx(metrics_of(run_dir)["test/mrr"], abs=1e-12)
+        parsed.append(record)
+    return parsed
 
 
-# -- bad input at the command line ---------------------------------------------------------------------
-def test_unknown_model_lists_the_valid_choices(tmp_path):
-    result = run_kgexp("model=transr", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
-    assert result.returncode != 0
-    assert "model/transr" in result.stderr
-    for name in MODELS:
-        assert name in result.stderr
-
-
-def test_unknown_dataset_lists_the_valid_choices(tmp_path):
-    result = run_kgexp("dataset=fb15k", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
-    assert result.returncode != 0
-    assert "fb15k237" in result.stderr and "codex-s" in result.stderr
-
-
+# -- bad input at the command line (unknown options: tests/config/test_configs.py, in process) ----------
 def test_nonsense_dim_fails_before_training_naming_the_key(tmp_path):
     mirror_dataset("umls")
     result = run_kgexp("dataset=umls", "model.dim=0", f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
@@ -223,26 +232,6 @@ def test_nonsense_dim_fails_before_training_naming_the_key(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == "config error: model.dim: expected a value >= 1, got 0"
     assert "Traceback" not in result.stderr  # one line that names the key, not a stack
     assert not (tmp_path / "checkpoints").exists()
-
-
-def test_multirun_writes_one_folder_per_job(tmp_path):
-    mirror_dataset("nations")
-    sweep = tmp_path / "sweep"
-    run_kgexp(
-        "-m",
-        "dataset=nations",
-        "model=distmult,complex",
-        "logger=csv",
-        "trainer.max_steps=10",
-        "trainer.val_check_interval=5",
-        "data.batch_size=256",
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
-    assert (sweep / "multirun.yaml").is_file()
-    for job, model in enumerate(("distmult", "complex")):
-        assert "test/mrr" in metrics_of(sweep / str(job))
-        assert f"name: {model}" in (sweep / str(job) / "config.yaml").read_text()
 
 
 @pytest.mark.parametrize("model", ["distmult"])
@@ -290,27 +279,19 @@ def test_a_run_stopped_early_tests_the_best_weights_not_the_last(tmp_path):
     assert second > first + 0.01
     trained = metrics_of(run_dir)
     assert trained["val/mrr"] == pytest.approx(first, abs=1e-6)
-    out = tmp_path / "evaluate-best"
-    run_kgexp(
-        "evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={out}", cwd=tmp_path
-    )
-    assert trained["test/mrr"] == pytest.approx(metrics_of(out)["test/mrr"], abs=1e-9)
+    best = run_dir / "checkpoints" / "best.ckpt"  # evaluated in process: the command is checked above
+    evaluated = evaluate(compose_config(f"ckpt={best}", config_name="evaluate", output_dir=tmp_path / "eval"))
+    assert trained["test/mrr"] == pytest.approx(evaluated["test/mrr"], abs=1e-9)
 
 
-def test_selection_on_a_metric_validation_does_not_log_fails_before_training(tmp_path):
-    result = run_kgexp(
-        "selection.monitor=val/hit@10", f"hydra.run.dir={tmp_path / 'x'}", cwd=tmp_path, check=False
-    )
-    assert result.returncode != 0
-    assert "selection.monitor must be one of val/head/mrr" in result.stderr
-    assert not (tmp_path / "x" / "checkpoints").exists()
+def analyze_in_process(ckpt: Path, out: Path) -> None:
+    analyze(compose_config(f"ckpt={ckpt}", "num_queries=100", config_name="analyze", output_dir=out))
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_analyze_writes_its_pictures_and_tables_into_the_run(runs, model):
-    run_dir = runs[model]
-    run_kgexp("analyze", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", "num_queries=100", cwd=run_dir)
-    out = run_dir / "analysis"
+def test_analyze_writes_its_pictures_and_tables(runs, model, tmp_path):
+    out = tmp_path / "analysis"
+    analyze_in_process(runs[model] / "checkpoints" / "best.ckpt", out)
     with (out / "hardness.csv").open() as handle:
         rows = {row["sampler"]: row for row in csv.DictReader(handle)}
     assert list(rows) == ["uniform", "bernoulli", "sans", "rw_sans", "nscaching", "emu", "mixup"]
@@ -320,12 +301,38 @@ def test_analyze_writes_its_pictures_and_tables_into_the_run(runs, model):
         assert (out / picture).read_bytes()[:4] == b"\x89PNG"
     geometry = json.loads((out / "geometry.json").read_text())
     assert -1 <= geometry["intra_group_cosine"]["hr_tails"] <= 1
+
+
+def test_the_analyze_command_writes_into_the_run_what_analyze_writes(runs, tmp_path):
+    run_dir = runs["distmult"]
+    run_kgexp("analyze", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", "num_queries=100", cwd=run_dir)
+    out = run_dir / "analysis"  # the default: beside the run's checkpoints
+    analyze_in_process(run_dir / "checkpoints" / "best.ckpt", tmp_path)
+    tables = []
+    for folder in (out, tmp_path):
+        with (folder / "hardness.csv").open() as handle:
+            tables.append({row.pop("sampler"): row for row in csv.DictReader(handle)})
+    command, api = tables
+    assert list(command) == list(api) and len(command) == 7
+    for sampler, row in command.items():
+        assert {k: float(v) for k, v in row.items()} == pytest.approx(
+            {k: float(v) for k, v in api[sampler].items()}, rel=1e-6, abs=1e-9
+        ), sampler
+    geometry = [
+        json.loads((folder / "geometry.json").read_text())["intra_group_cosine"] for folder in (out, tmp_path)
+    ]
+    assert geometry[0] == pytest.approx(geometry[1], rel=1e-6)
+    assert (out / "negatives_pca.png").read_bytes()[:4] == b"\x89PNG"
     assert "intra-group cosine" in (out / "cli.log").read_text()
 
 
-def test_a_failing_job_neither_stops_nor_corrupts_the_multirun_and_the_report_lists_it(tmp_path):
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory) -> tuple[Path, str]:
+    """A 4-job Nations multirun whose first two jobs fail validation, with W&B on (offline), and the
+    stderr of ``kgexp report`` on it."""
     mirror_dataset("nations")
-    sweep = tmp_path / "sweep"
+    root = tmp_path_factory.mktemp("failing")
+    sweep = root / "sweep"
     result = run_kgexp(
         "-m",
         "dataset=nations",
@@ -336,37 +343,46 @@ def test_a_failing_job_neither_stops_nor_corrupts_the_multirun_and_the_report_li
         "trainer.val_check_interval=5",
         "data.batch_size=256",
         f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
+        cwd=root,
+        env={"WANDB_MODE": "offline"},  # the sweep whose W&B records are checked
+        check=False,
     )
-    assert result.returncode == 0
+    assert result.returncode == 1  # the sweep ran every job, and says that two failed
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("2 of 4 jobs failed: ") and f"{sweep / '0'}: ConfigError: model.dim" in last
+    assert f"{sweep / '1'}: ConfigError" in last and f"{sweep / '2'}:" not in last
+    return sweep, run_kgexp("report", str(sweep), cwd=root).stderr
+
+
+def test_a_failing_job_neither_stops_nor_corrupts_the_multirun_and_the_report_lists_it(failing_sweep):
+    sweep, report_log = failing_sweep
     statuses = [json.loads((sweep / str(job) / "status.json").read_text())["status"] for job in range(4)]
     assert statuses == ["failed", "failed", "finished", "finished"]
     assert "model.dim: expected a value >= 1, got -3" in (sweep / "0" / "error.txt").read_text()
     assert not (sweep / "0" / "metrics.json").exists()
-    report = run_kgexp("report", str(sweep), cwd=tmp_path)
-    assert "failed job not averaged in" in report.stderr
+    assert report_log.count("failed job not averaged in") == 2
     with (sweep / "results.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))  # one group: the two finished seeds of model.dim=8
     assert (row["model.dim"], row["seeds"], row["jobs"]) == ("8", "0 1", "2")
     expected = statistics.mean(metrics_of(sweep / str(job))["test/mrr"] for job in (2, 3))
     assert float(row["test/mrr mean"]) == pytest.approx(expected, abs=1e-12)
     assert (sweep / "results.md").read_text().count("- failed: `") == 2
-    # The W&B runs of the sweep share a group and carry the grid's axes as tags.
-    from wandb.proto import wandb_internal_pb2
 
+
+def test_offline_wandb_runs_of_a_sweep_share_a_group_carry_its_axes_and_hold_the_test_mrr(failing_sweep):
+    sweep, _ = failing_sweep
     for job, seed in ((2, 0), (3, 1)):
-        (log_file,) = (sweep / str(job)).glob("wandb/offline-run-*/run-*.wandb")
-        for data in wandb_records(log_file):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            if record.WhichOneof("record_type") == "run":
-                assert record.run.run_group == sweep.as_posix()
-                assert {"dataset=nations", "model=distmult", "sampler=uniform", f"seed={seed}"} <= set(
-                    record.run.tags
-                )
-                break
-        else:
-            raise AssertionError(f"no run record in {log_file}")
+        records = wandb_log(sweep / str(job))
+        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        assert run.run_group == sweep.as_posix()
+        assert {"dataset=nations", "model=distmult", "sampler=uniform", f"seed={seed}"} <= set(run.tags)
+        summary = {}
+        for record in records:
+            if record.WhichOneof("record_type") == "summary":
+                updates = record.summary.update
+                summary.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in updates})
+        assert summary["test/mrr"] == pytest.approx(metrics_of(sweep / str(job))["test/mrr"], abs=1e-12)
+    assert not list((sweep / "0").glob("wandb"))  # a job failing validation starts no W&B run
 
 
 def test_smoke_grid_and_its_report(tmp_path):
@@ -383,7 +399,7 @@ def test_smoke_grid_and_its_report(tmp_path):
         by_group.setdefault((overrides["model"], overrides["setting"]), []).append(
             metrics_of(job)["test/mrr"]
         )
-    run_kgexp("report", str(sweep), cwd=tmp_path)
+    report([str(sweep)])  # in process (the command: test_a_failing_job_...)
     with (sweep / "results.csv").open() as handle:
         rows = {(r["model"], r["setting"]): r for r in csv.DictReader(handle)}
     assert set(rows) == set(by_group) and len(rows) == 4
@@ -403,17 +419,35 @@ TINY_SWEEP = (
 )
 
 
+TWO_JOBS = ("model=distmult,complex",)
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(tmp_path_factory) -> Path:
+    """A two-job multirun with Hydra's basic launcher (one process, the jobs in turn)."""
+    mirror_dataset("nations")
+    sweep = tmp_path_factory.mktemp("basic") / "sweep"
+    run_kgexp("-m", *TINY_SWEEP, *TWO_JOBS, f"hydra.sweep.dir={sweep}", cwd=sweep.parent)
+    return sweep
+
+
+def test_multirun_writes_one_folder_per_job(basic_sweep):
+    assert (basic_sweep / "multirun.yaml").is_file()
+    for job, model in enumerate(("distmult", "complex")):
+        assert "test/mrr" in metrics_of(basic_sweep / str(job))
+        assert f"name: {model}" in (basic_sweep / str(job) / "config.yaml").read_text()
+
+
 @pytest.mark.parametrize(
     "launcher", [("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), ("hydra/launcher=submitit_local",)]
 )
-def test_parallel_launchers_run_a_two_job_sweep_like_the_basic_launcher(launcher, tmp_path):
-    mirror_dataset("nations")
-    results = {}
-    for name, extra in (("basic", ()), ("parallel", launcher)):
-        sweep = tmp_path / name
-        run_kgexp("-m", *TINY_SWEEP, "seed=0,1", *extra, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-        results[name] = [metrics_of(sweep / str(job))["test/mrr"] for job in (0, 1)]
-    assert results["parallel"] == pytest.approx(results["basic"], abs=1e-9)  # same seeds, same numbers
+def test_parallel_launchers_run_a_two_job_sweep_like_the_basic_launcher(launcher, basic_sweep, tmp_path):
+    sweep = tmp_path / "parallel"
+    run_kgexp("-m", *TINY_SWEEP, *TWO_JOBS, *launcher, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    basic = [metrics_of(basic_sweep / str(job))["test/mrr"] for job in (0, 1)]
+    parallel = [metrics_of(sweep / str(job))["test/mrr"] for job in (0, 1)]
+    assert basic[0] != basic[1]  # two different jobs
+    assert parallel == pytest.approx(basic, abs=1e-9)  # the same jobs, the same numbers
 
 
 def test_optuna_search_runs_its_trials_and_reports_the_best_validation_mrr(tmp_path):

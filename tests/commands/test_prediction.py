@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import mirror_dataset, run_kgexp
+from conftest import compose_config, mirror_dataset, run_kgexp
 
 from kgexp.commands.export import export
+from kgexp.commands.predict import predict
 from kgexp.config.loading import load_predictor
 from kgexp.data.parsing import TripleFormatError
 from kgexp.evaluation.prediction import Predictor, read_queries
 
-pytestmark = pytest.mark.slow  # a checkpoint trained by the real command: the full tier only
+# The tests of a checkpoint trained by the real command are marked slow (the full tier); the argument and
+# query-file checks run in process.
 
 
 def short_run(tmp_path_factory, model: str, *overrides: str) -> Path:
@@ -27,6 +30,7 @@ def short_run(tmp_path_factory, model: str, *overrides: str) -> Path:
         "model.dim=8",
         "trainer.max_steps=30",
         "trainer.val_check_interval=30",
+        "logger=csv",  # W&B would add a process per run and nothing to check
         f"hydra.run.dir={run_dir}",
         *overrides,
         cwd=run_dir.parent,
@@ -66,6 +70,7 @@ def brute_force(predictor: Predictor, anchor: str, relation: str, side: str, lea
     return [entity for _, entity in sorted(candidates, key=lambda c: -c[0])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", ["tail", "head"])
 @pytest.mark.parametrize("filter", ["none", "train", "all"])
 def test_top_k_equals_a_brute_force_ranking(predictor, side, filter):
@@ -86,6 +91,7 @@ def test_top_k_equals_a_brute_force_ranking(predictor, side, filter):
         assert prediction.scores == pytest.approx(rescored, rel=1e-6, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_filtering_leaves_out_exactly_the_known_answers(predictor):
     every = predictor.predict("tail", [("usa", "embassy")], k=len(predictor.entities), filter="none")[0]
     filtered = predictor.predict("tail", [("usa", "embassy")], k=len(predictor.entities), filter="all")[0]
@@ -94,6 +100,7 @@ def test_filtering_leaves_out_exactly_the_known_answers(predictor):
     assert filtered.answers == [a for a in every.answers if a not in known]
 
 
+@pytest.mark.slow
 def test_an_export_folder_predicts_as_the_checkpoint(checkpoint, predictor, tmp_path):
     loaded = Predictor.from_export(export(checkpoint, tmp_path / "export"))
     triples = [(h, r, t) for h, r, t in sorted(known_triples("test"))[:50]]
@@ -105,6 +112,7 @@ def test_an_export_folder_predicts_as_the_checkpoint(checkpoint, predictor, tmp_
 DISTANCE_RUNS = [("rotate", ()), ("transe", ("model.p_norm=2", "model.gamma=5"))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "overrides"), DISTANCE_RUNS)
 def test_an_export_folder_of_a_distance_model_predicts_as_its_checkpoint(
     model, overrides, tmp_path_factory, tmp_path
@@ -118,15 +126,17 @@ def test_an_export_folder_of_a_distance_model_predicts_as_its_checkpoint(
     assert loaded.score(triples) == pytest.approx(expected, rel=1e-6, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_unknown_labels_and_bad_k_are_named(predictor):
     with pytest.raises(ValueError, match="unknown entity 'atlantis'"):
         predictor.predict("tail", [("atlantis", "embassy")])
     with pytest.raises(ValueError, match="unknown relation 'likes'"):
         predictor.score([("usa", "likes", "china")])
-    with pytest.raises(ValueError, match=r"k must be in 1\.\.14"):
+    with pytest.raises(ValueError, match=r"^k: expected a value in \[1, 14\], got 15$"):
         predictor.predict("tail", [("usa", "embassy")], k=15)
 
 
+@pytest.mark.slow
 def test_the_command_writes_the_tsv_of_the_api(checkpoint, predictor, tmp_path):
     queries = tmp_path / "queries.tsv"
     queries.write_text("usa\tembassy\t?\n\n?\tintergovorgs\tchina\n")
@@ -148,19 +158,30 @@ def test_the_command_writes_the_tsv_of_the_api(checkpoint, predictor, tmp_path):
     assert [line.split("\t")[0] for line in single.stdout.splitlines()[1:]] == heads.answers
 
 
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["head=usa", "tail=china", "relation=embassy"], "exactly one of head="),
-        (["head=usa"], "give relation="),
-        (["head=usa", "relation=embassy", "filter=known"], "filter: expected one of none, train, all"),
-        (["head=usa", "relation=embassy", "k=0"], "k: expected a positive integer"),
-        (["queries=/no/such/file.tsv"], "queries: no file at /no/such/file.tsv"),
-    ],
-)
-def test_bad_arguments_fail_before_loading_naming_the_key(tmp_path, arguments, message):
+BAD_ARGUMENTS = [
+    (["head=usa", "tail=china", "relation=embassy"], "exactly one of head="),
+    (["head=usa"], "give relation="),
+    (["head=usa", "relation=embassy", "filter=known"], "filter: expected one of none, train, all"),
+    (["head=usa", "relation=embassy", "k=0"], "k: expected a positive integer"),
+    (["queries=/no/such/file.tsv"], "queries: no file at /no/such/file.tsv"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "message"), BAD_ARGUMENTS)
+def test_bad_arguments_fail_before_loading_naming_the_key(arguments, message):
+    """Before loading: the checkpoint does not exist, and its error would come first otherwise."""
+    cfg = compose_config("ckpt=/no/checkpoint.ckpt", *arguments, config_name="predict")
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
+        predict(cfg)
+
+
+@pytest.mark.slow
+def test_the_command_fails_on_a_bad_argument_with_its_message(tmp_path):
+    arguments, message = BAD_ARGUMENTS[0]
     result = run_kgexp("predict", "ckpt=/no/checkpoint.ckpt", *arguments, cwd=tmp_path, check=False)
-    assert result.returncode != 0 and message in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: predict: give relation=") and message in last
 
 
 def test_query_file_errors_name_the_line(tmp_path):
@@ -176,6 +197,7 @@ def test_query_file_errors_name_the_line(tmp_path):
         read_queries(path)
 
 
+@pytest.mark.slow
 def test_scores_in_batches_equal_scores_at_once(predictor):
     triples = torch.tensor([[i % 14, i % 55, (3 * i) % 14] for i in range(40)])
     assert torch.allclose(predictor.score_ids(triples, batch_size=7), predictor.score_ids(triples))

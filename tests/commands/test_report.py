@@ -8,17 +8,25 @@ import statistics
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from kgexp.commands.report import find_jobs, main, write_report
+from kgexp.commands.report import chart_figure, find_jobs, label_keys, main, summarize_groups, write_report
 
 
 def make_job(
-    root: Path, name: str, overrides: list[str], metrics: dict | None, status: str | None = None
+    root: Path,
+    name: str,
+    overrides: list[str],
+    metrics: dict | None,
+    status: str | None = None,
+    names: dict[str, str] | None = None,
 ) -> None:
+    """A job folder; ``names``: the ``name`` of each config group in its ``config.yaml``."""
     folder = root / name
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (folder / "config.yaml").write_text("seed: 0\n")
+    config = {"seed": 0, **{group: {"name": value, "dim": 8} for group, value in (names or {}).items()}}
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(config))
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics))
     status = status or ("finished" if metrics is not None else "running")  # run_job always writes one
@@ -96,21 +104,145 @@ def test_a_folder_without_jobs_is_an_error(tmp_path):
         find_jobs([tmp_path])
 
 
-def test_an_override_of_a_config_group_path_is_a_column_of_its_own(tmp_path):
-    """Sweeping ``experiment/codex-s@_global_`` (a group path, with '/') must separate the groups."""
+def test_an_experiment_whose_config_names_nothing_is_a_column_experiment(tmp_path):
+    """Sweeping ``experiment/codex-s@_global_`` (a group path, with '/') must separate the groups; with no
+    group names in config.yaml to go by, the column is ``experiment`` with the option picked."""
     root = tmp_path / "multirun"
     for index, (model, mrr) in enumerate([("transe", 0.3), ("transe", 0.5), ("rotate", 0.7)]):
         make_job(
             root, str(index), [f"experiment/codex-s@_global_={model}", f"seed={index}"], metrics(mrr, 0.9)
         )
     rows = write_report(find_jobs([root]), tmp_path)
-    assert {row["experiment/codex-s@_global_"]: row["test/mrr mean"] for row in rows} == {
-        "transe": pytest.approx(0.4),
-        "rotate": pytest.approx(0.7),
+    assert {row["experiment"]: row["test/mrr mean"] for row in rows} == {
+        "codex-s/transe": pytest.approx(0.4),
+        "codex-s/rotate": pytest.approx(0.7),
     }
     table = (tmp_path / "results.md").read_text()
-    assert "| experiment/codex-s@_global_ | seeds | mrr |" in table
-    assert "| rotate | 0 2 |" not in table and "| rotate | 2 | 0.7000 |" in table
+    assert "| experiment | seeds | mrr |" in table and "experiment/codex-s@_global_" not in table
+    assert "| codex-s/rotate | 0 2 |" not in table and "| codex-s/rotate | 2 | 0.7000 |" in table
+
+
+#: What ``experiment=codex-s/<model>`` sets (conf/experiment/codex-s/): the names in each job's config.yaml.
+CODEX_S = {
+    "transe": {"dataset": "codex-s", "model": "transe", "sampler": "uniform", "loss": "self_adversarial"},
+    "complex": {"dataset": "codex-s", "model": "complex", "sampler": "uniform", "loss": "softmax_ce"},
+}
+
+
+def test_experiments_are_labelled_by_the_model_they_set(tmp_path):
+    """``experiment=codex-s/transe`` against ``experiment=codex-s/complex``: a column ``model``; the dataset
+    both set is stated once; the loss, which differs but which no option names, is no column."""
+    runs = [("transe", 0, 0.30), ("transe", 1, 0.34), ("complex", 0, 0.42)]
+    for index, (model, seed, mrr) in enumerate(runs):
+        overrides = [f"experiment=codex-s/{model}", f"seed={seed}"]
+        make_job(tmp_path / "sweep", str(index), overrides, metrics(mrr, 0.6), names=CODEX_S[model])
+    rows = write_report(find_jobs([tmp_path / "sweep"]), tmp_path)
+    assert {row["model"]: row["test/mrr mean"] for row in rows} == {
+        "transe": pytest.approx(0.32),
+        "complex": pytest.approx(0.42),
+    }
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert "| model | seeds | mrr | hits@1 | hits@3 | hits@10 |" in lines
+    assert "| transe | 0 1 | 0.3200 ± 0.0283 | 0.1600 ± 0.0141 | 0.3200 ± 0.0283 | 0.6000 ± 0.0000 |" in lines
+    assert "Common to all: `dataset=codex-s`." in lines
+    with (tmp_path / "results.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        read = {r["model"]: r for r in reader}
+    assert reader.fieldnames[:4] == ["dataset", "model", "overrides", "jobs"]
+    assert "experiment" not in reader.fieldnames and "loss" not in reader.fieldnames
+    assert read["complex"]["overrides"] == "experiment=codex-s/complex"
+    assert float(read["transe"]["test/mrr mean"]) == pytest.approx(0.32)
+
+
+@pytest.fixture
+def codex_grid(tmp_path) -> Path:
+    """The jobs of ``kgexp -m experiment=grid/codex_s`` as Hydra records them (the sweep's overrides
+    name the experiment by its group path), two models x two samplers x two seeds."""
+    root = tmp_path / "grid"
+    index = 0
+    for model, base in (("transe", 0.30), ("complex", 0.40)):
+        for sampler, gain in (("uniform", 0.0), ("emu", 0.02)):
+            for seed in (0, 1):
+                overrides = [
+                    "experiment=grid/codex_s",
+                    f"experiment/codex-s@_global_={model}",
+                    f"sampler={sampler}",
+                    "loss=softmax_ce",
+                    f"seed={seed}",
+                ]
+                names = {**CODEX_S[model], "sampler": sampler, "loss": "softmax_ce"}
+                make_job(root, str(index), overrides, metrics(base + gain + 0.01 * seed, 0.6), names=names)
+                index += 1
+    return root
+
+
+def test_a_grid_of_experiments_and_samplers_is_labelled_model_and_sampler(codex_grid, tmp_path):
+    rows = write_report(find_jobs([codex_grid]), tmp_path)
+    means = {(row["model"], row["sampler"]): row["test/mrr mean"] for row in rows}
+    assert means == {
+        ("transe", "uniform"): pytest.approx(0.305),
+        ("transe", "emu"): pytest.approx(0.325),
+        ("complex", "uniform"): pytest.approx(0.405),
+        ("complex", "emu"): pytest.approx(0.425),
+    }
+    text = (tmp_path / "results.md").read_text()
+    assert "| model | sampler | seeds | mrr | hits@1 | hits@3 | hits@10 |" in text
+    assert "Common to all: `dataset=codex-s`, `experiment=grid/codex_s`, `loss=softmax_ce`." in text
+    assert "| model | sampler | 1-1 MRR | 1-N MRR | N-1 MRR | N-N MRR |" in text
+    assert "@_global_" not in text
+    with (tmp_path / "results.csv").open() as handle:
+        header = next(csv.reader(handle))
+    assert header[:6] == ["dataset", "experiment", "loss", "model", "sampler", "overrides"]
+    assert len(header) == len(set(header))  # each column once
+
+
+def test_the_chart_names_its_axes_legend_and_title_by_the_labels(codex_grid):
+    rows = summarize_groups(find_jobs([codex_grid]))
+    plot = chart_figure(rows, label_keys(rows)).axes[0]
+    assert plot.get_xlabel() == "model"
+    assert plot.get_ylabel() == "test MRR"
+    assert plot.get_title() == "test MRR by model and sampler"
+    legend = plot.get_legend()
+    assert legend.get_title().get_text() == "sampler"
+    assert sorted(t.get_text() for t in legend.get_texts()) == ["emu", "uniform"]
+    assert [t.get_text() for t in plot.get_xticklabels()] == ["complex", "transe"]
+    heights = sorted(round(bar.get_height(), 6) for bar in plot.patches)
+    assert heights == [0.305, 0.325, 0.405, 0.425]
+
+
+def test_a_sampler_sweep_is_labelled_sampler_in_the_table_and_the_chart(tmp_path):
+    for index, (sampler, mrr) in enumerate([("uniform", 0.30), ("emu", 0.36)]):
+        overrides = ["model=transe", f"sampler={sampler}", "seed=0"]
+        names = {"model": "transe", "sampler": sampler}
+        make_job(tmp_path / "sweep", str(index), overrides, metrics(mrr, 0.6), names=names)
+    rows = write_report(find_jobs([tmp_path / "sweep"]), tmp_path)
+    assert {row["sampler"]: row["test/mrr mean"] for row in rows} == {
+        "uniform": pytest.approx(0.30),
+        "emu": pytest.approx(0.36),
+    }
+    text = (tmp_path / "results.md").read_text()
+    assert "| sampler | seeds | mrr |" in text and "Common to all: `model=transe`." in text
+    plot = chart_figure(rows, label_keys(rows)).axes[0]
+    assert (plot.get_xlabel(), plot.get_title(), plot.get_legend()) == (
+        "sampler",
+        "test MRR by sampler",
+        None,
+    )
+
+
+def test_experiments_that_the_names_do_not_tell_apart_keep_an_experiment_column(tmp_path):
+    """Two options of one model and dataset (a longer TransE run, say) stay two rows, told apart by the
+    experiment they picked, never averaged together."""
+    names = CODEX_S["transe"]
+    make_job(tmp_path, "0", ["experiment=codex-s/transe", "seed=0"], metrics(0.30, 0.6), names=names)
+    make_job(tmp_path, "1", ["experiment=codex-s/transe_long", "seed=0"], metrics(0.40, 0.6), names=names)
+    rows = write_report(find_jobs([tmp_path]), tmp_path / "report")
+    assert {row["experiment"]: row["test/mrr mean"] for row in rows} == {
+        "codex-s/transe": pytest.approx(0.30),
+        "codex-s/transe_long": pytest.approx(0.40),
+    }
+    text = (tmp_path / "report" / "results.md").read_text()
+    assert "| experiment | seeds | mrr |" in text and "Common to all: `dataset=codex-s`." in text
 
 
 def write_published(path: Path, rows: list[str]) -> Path:
@@ -170,6 +302,20 @@ def test_a_malformed_published_file_is_a_one_line_error_naming_it(grid, tmp_path
 def test_a_missing_published_file_is_named(grid, tmp_path):
     with pytest.raises(SystemExit, match=r"--published .*nothing\.csv: no such file"):
         main([str(grid), "--published", str(tmp_path / "nothing.csv")])
+
+
+def test_published_rows_match_the_models_an_experiment_sets(tmp_path):
+    """A published file names configurations by the report's columns (``model``), experiments too."""
+    for index, (model, mrr) in enumerate([("transe", 0.30), ("complex", 0.42)]):
+        overrides = [f"experiment=codex-s/{model}", "seed=0"]
+        make_job(tmp_path / "sweep", str(index), overrides, metrics(mrr, 0.6), names=CODEX_S[model])
+    published = tmp_path / "published.csv"
+    published.write_text("model,test/mrr,source\ncomplex,0.465,CoDEx paper\ntranse,0.354,CoDEx paper\n")
+    main([str(tmp_path / "sweep"), "--out", str(tmp_path), "--published", str(published)])
+    text = (tmp_path / "results.md").read_text()
+    assert "| model | mrr | published mrr | Δ mrr | within 0.01 (MRR) |" in text
+    assert "| complex | 0.4200 | 0.465 | -0.045 | **no** |" in text
+    assert "| transe | 0.3000 | 0.354 | -0.054 | **no** |" in text
 
 
 def test_a_resumed_job_groups_with_the_jobs_that_ran_in_one_go(tmp_path):

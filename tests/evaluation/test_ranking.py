@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 import torch
+from probes import count_calls_of
 
+from kgexp import kernels
 from kgexp.data.filter_index import FilterIndex, SideIndex
+from kgexp.evaluation import ranking
 from kgexp.evaluation.metrics import RankMetrics
 from kgexp.evaluation.ranking import Ranks, rank_queries, ranks_from_scores
 from kgexp.models import DistMult
@@ -17,17 +22,33 @@ HEAD, TAIL = "head", "tail"
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True, params=["fused", "tensor_ops"])
-def rank_counting(request, monkeypatch):
-    """Every test here runs with the fused rank kernel (float32 CPU scores) and with the tensor ops."""
+def count_rank_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Counts calls of the fused rank kernels (``fused``) and of the tensor-op counting (``tensor_ops``)."""
+    calls: Counter = Counter()
+    count_calls_of(monkeypatch, calls, "fused", kernels, "rank_counts")
+    count_calls_of(monkeypatch, calls, "fused", kernels, "rank_modulus")
+    count_calls_of(monkeypatch, calls, "tensor_ops", ranking, "rank_counts_with_tensor_ops")
+    return calls
+
+
+@pytest.fixture(params=["fused", "tensor_ops"])
+def rank_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test runs with the fused rank kernel (float32 CPU scores) and with the tensor ops (the path off
+    the CPU); afterwards that path, and only that one, must have counted the ranks."""
     if request.param == "tensor_ops":
-        monkeypatch.setattr("kgexp.evaluation.ranking.kernels.usable", lambda *tensors: False)
-    return request.param
+        monkeypatch.setattr(kernels, "usable", lambda *tensors: False)
+    else:
+        assert kernels.available(), "the fused kernels did not build (is a C++ compiler installed?)"
+    calls = count_rank_calls(monkeypatch)
+    yield request.param
+    other = "tensor_ops" if request.param == "fused" else "fused"
+    assert calls[request.param] > 0 and calls[other] == 0, f"{request.param} path expected, got {dict(calls)}"
 
 
 # --------------------------------------------------------------------------------------------------
 # A toy graph: 6 entities, 2 relations, several answers per query, and a DistMult with integer weights
-# (so that scores are integers and tie a lot).
+# (so that scores are integers and tie a lot; float32 holds them exactly, and float32 is what the fused
+# rank kernel takes).
 # --------------------------------------------------------------------------------------------------
 NUM_ENTITIES, NUM_RELATIONS = 6, 2
 TOY_TRIPLES = [
@@ -53,10 +74,11 @@ RELATION_WEIGHTS = [[1.0, 1.0], [1.0, -1.0]]
 
 
 def toy_model() -> DistMult:
-    model = DistMult(NUM_ENTITIES, NUM_RELATIONS, 2).double()
+    model = DistMult(NUM_ENTITIES, NUM_RELATIONS, 2)
     with torch.no_grad():
-        model.entity.weight.copy_(torch.tensor(ENTITY_WEIGHTS, dtype=torch.float64))
-        model.relation.weight.copy_(torch.tensor(RELATION_WEIGHTS, dtype=torch.float64))
+        model.entity.weight.copy_(torch.tensor(ENTITY_WEIGHTS))
+        model.relation.weight.copy_(torch.tensor(RELATION_WEIGHTS))
+    assert model.entity.weight.dtype == torch.float32
     return model
 
 
@@ -101,7 +123,7 @@ def _pairs(pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
 # ranks_from_scores
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", range(5))
-def test_ranks_from_scores_matches_brute_force(seed):
+def test_ranks_from_scores_matches_brute_force(rank_path, seed):
     rng = random.Random(seed)
     batch, num_entities = 9, 8
     scores = [[float(rng.randint(0, 3)) for _ in range(num_entities)] for _ in range(batch)]
@@ -122,16 +144,19 @@ def test_ranks_from_scores_matches_brute_force(seed):
     assert ranks.optimistic.dtype == ranks.pessimistic.dtype == torch.float64
 
 
-def test_ranks_from_integer_scores():
+def test_ranks_from_integer_scores(monkeypatch):
+    """Only the tensor ops take integer scores, even where the fused kernels are built."""
+    calls = count_rank_calls(monkeypatch)
     scores = [[3, 1, 3, 0, 2], [0, 0, 0, 0, 0]]
     ranks = ranks_from_scores(torch.tensor(scores), torch.tensor([2, 4]), *_pairs([(0, 0)]))
+    assert kernels.available() and calls == {"tensor_ops": 1}
     # Row 0: target score 3; entity 0 (score 3) is filtered, nothing else is >= 3 -> (1, 1).
     # Row 1: all tied, nothing filtered -> (1, 5).
     assert ranks.optimistic.tolist() == [1.0, 1.0]
     assert ranks.pessimistic.tolist() == [1.0, 5.0]
 
 
-def test_constant_scores_get_the_middle_rank():
+def test_constant_scores_get_the_middle_rank(rank_path):
     num_entities = 7
     scores = torch.full((3, num_entities), 0.25)
     ranks = ranks_from_scores(scores, torch.tensor([0, 3, 6]), *_pairs([(0, 0), (1, 3), (2, 6)]))
@@ -140,7 +165,7 @@ def test_constant_scores_get_the_middle_rank():
     assert ranks.realistic.tolist() == [(1 + num_entities) / 2] * 3
 
 
-def test_filtering_known_answers_but_never_the_target():
+def test_filtering_known_answers_but_never_the_target(rank_path):
     scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 3.0]])
     target = torch.tensor([2])
     # Unfiltered: 0 and 1 are better, 4 ties -> (3, 4).
@@ -158,14 +183,14 @@ def test_filtering_known_answers_but_never_the_target():
     assert (worse.optimistic.item(), worse.pessimistic.item()) == (3.0, 4.0)
 
 
-def test_filter_pairs_apply_only_to_their_row():
+def test_filter_pairs_apply_only_to_their_row(rank_path):
     scores = torch.tensor([[9.0, 1.0, 0.0], [9.0, 1.0, 0.0]])
     ranks = ranks_from_scores(scores, torch.tensor([1, 1]), *_pairs([(0, 0)]))
     assert ranks.optimistic.tolist() == [1.0, 2.0]
     assert ranks.pessimistic.tolist() == [1.0, 2.0]
 
 
-def test_nan_scores_count_as_better():
+def test_nan_scores_count_as_better(rank_path):
     scores = torch.tensor(
         [
             [NAN, 1.0, 2.0, 0.5],  # target 1: NaN and 2.0 are better -> (3, 3)
@@ -184,7 +209,7 @@ def test_nan_scores_count_as_better():
     assert (ranks.optimistic[2:] >= 4.0).all()
 
 
-def test_nan_target_with_filtering_is_worst_unfiltered_rank():
+def test_nan_target_with_filtering_is_worst_unfiltered_rank(rank_path):
     scores = torch.tensor([[NAN, 7.0, 1.0, 2.0]])
     ranks = ranks_from_scores(scores, torch.tensor([0]), *_pairs([(0, 1)]))
     # Entity 1 filtered: 2 candidates remain, so the worst rank is 3.
@@ -202,7 +227,7 @@ def test_ranks_realistic_property():
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("block_elements", [1, 13, 1 << 24])
 @pytest.mark.parametrize("side", [HEAD, TAIL])
-def test_rank_queries_matches_brute_force(side, block_elements):
+def test_rank_queries_matches_brute_force(rank_path, side, block_elements):
     model = toy_model()
     triples = torch.tensor(TOY_TRIPLES)
     index = FilterIndex(triples, NUM_ENTITIES, NUM_RELATIONS)
@@ -226,7 +251,7 @@ def test_rank_queries_matches_brute_force(side, block_elements):
     assert any(o > 1 for o in expected_opt)
 
 
-def test_rank_queries_by_hand():
+def test_rank_queries_by_hand(rank_path):
     model = toy_model()
     triples = torch.tensor(TOY_TRIPLES)
     index = FilterIndex(triples, NUM_ENTITIES, NUM_RELATIONS)
@@ -239,8 +264,8 @@ def test_rank_queries_by_hand():
     assert ranks.realistic.tolist() == [2.5]
 
 
-def test_constant_model_gets_middle_rank():
-    model = DistMult(NUM_ENTITIES, NUM_RELATIONS, 3).double()
+def test_constant_model_gets_middle_rank(rank_path):
+    model = DistMult(NUM_ENTITIES, NUM_RELATIONS, 3)
     with torch.no_grad():
         model.entity.weight.zero_()
         model.relation.weight.zero_()
@@ -481,7 +506,7 @@ def test_rank_metrics_sum_states_combine_like_ddp(merge):
         assert reference[key] == pytest.approx(value, rel=1e-12), key
 
 
-def test_rank_metrics_from_rank_queries():
+def test_rank_metrics_from_rank_queries(rank_path):
     """End to end: ranks of the toy graph fed to the metric give the brute-force MRR."""
     model = toy_model()
     triples = torch.tensor(TOY_TRIPLES)
@@ -504,7 +529,7 @@ def test_rank_metrics_from_rank_queries():
     assert got["hits@1"] == pytest.approx(sum(x <= 1 for x in realistic) / len(realistic), rel=1e-12)
 
 
-def test_nan_target_gets_the_worst_rank_on_both_bounds():
+def test_nan_target_gets_the_worst_rank_on_both_bounds(rank_path):
     empty = torch.empty(0, dtype=torch.long)
     ranks = ranks_from_scores(torch.tensor([[1.0, float("nan"), 0.5, 2.0]]), torch.tensor([1]), empty, empty)
     assert ranks.optimistic.item() == 4.0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_config
 
+from kgexp.config.build import build_module
 from kgexp.data.filter_index import FilterIndex
 from kgexp.mi import MutualInformation
 from kgexp.mi.estimators import DonskerVaradhan, InfoNCE, JensenShannon
@@ -286,3 +290,40 @@ def test_mi_composes_with_emu(estimator):
     step_loss(module).backward()
     for name, parameter in [*model.named_parameters(), *mi.named_parameters()]:
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def configured_module(tmp_path: Path, *overrides: str) -> LinkPredictionModule:
+    """A DistMult module on 30 entities and 4 relations built from the config, as ``kgexp train`` does."""
+    cfg = compose_config(
+        "model=distmult", "model.dim=8", "sampler.num_negatives=5", *overrides, output_dir=tmp_path
+    )
+    torch.manual_seed(0)  # the same embeddings and heads for every weight
+    module = build_module(cfg, num_entities=30, num_relations=4)
+    module.generator = torch.Generator().manual_seed(0)
+    module.train_index = FilterIndex(torch.tensor([[0, 0, 1], [3, 1, 10]]), 30, 4)
+    module.log = lambda *args, **kwargs: None
+    return module
+
+
+@pytest.mark.parametrize(
+    "options",
+    [("mi=infonce",), ("mi=jsd",), ("mi=mine",), ("mi=infonce", "mi.extra_negatives=kge")],
+    ids=["infonce", "jsd", "mine", "infonce+kge-negatives"],
+)
+def test_the_step_loss_grows_by_the_configured_weight_times_the_mi_term(tmp_path, options):
+    """loss(mi.weight=w) - loss(mi.weight=0) on one seeded batch is w times the term the MutualInformation
+    module computes on its own for that batch (with the step's sampled negatives, for extra_negatives=kge)."""
+    weight = 0.7
+    triples = torch.stack([torch.arange(12), torch.arange(12) % 4, (torch.arange(12) * 7) % 30], 1)
+    weighted = configured_module(tmp_path, *options, f"mi.weight={weight}")
+    assert weighted.mi.weight == weight
+    mi = copy.deepcopy(weighted.mi)  # before the step: MINE's step updates its moving average
+    corruptions = weighted.negatives.corrupt(
+        triples, 0, 30, weighted.train_index, torch.Generator().manual_seed(0), weighted.model
+    )  # the step's negatives: drawn first from the generator, seeded alike
+    sampled = {c.side: (c.rows, c.negatives) for c in corruptions}
+    term = mi(weighted.model, triples, weighted.train_index, sampled)
+    with_weight = weighted.training_step((triples, torch.ones(12)), 0)
+    without = configured_module(tmp_path, *options, "mi.weight=0").training_step((triples, torch.ones(12)), 0)
+    assert abs(term.item()) > 0.1  # a term that would show
+    assert (with_weight - without).item() == pytest.approx(weight * term.item(), rel=1e-5)

@@ -7,18 +7,20 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import mirror_dataset, run_kgexp
+from conftest import compose_config, mirror_dataset, run_kgexp
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from kgexp.commands.evaluate import evaluate
 from kgexp.data.datamodule import ShardedBatches
-from kgexp.runtime.distributed import processes_per_node, rank_command
+from kgexp.runtime.distributed import SharedOutputDir, processes_per_node, rank_command
 from kgexp.runtime.shards import derive_seed
 
-pytestmark = pytest.mark.slow  # subprocesses of the real command: the full tier only
+# The tests of two real processes are marked slow one by one (the full tier); the rest run in process.
 
 TESTS = Path(__file__).resolve().parents[1]
 SMALL = (
@@ -29,6 +31,7 @@ SMALL = (
     "data.batch_size=128",
     "data.eval_batch_size=64",
     "trainer.val_check_interval=10",
+    "logger=csv",  # W&B would add a process per run and nothing to check
 )
 
 
@@ -103,6 +106,44 @@ def test_a_rank_runs_the_job_overrides_in_the_job_folder():
     assert parsed["hydra.output_subdir"] is None and parsed["hydra.job.name"] == "train_rank1"
 
 
+# -- one output folder for every rank (in process: the other rank's folder is given) -----------------
+def gathering(monkeypatch: pytest.MonkeyPatch, *other_ranks: str) -> list[str]:
+    """``all_gather_object`` of a world where rank 0 is this process and ``other_ranks`` hold those
+    folders; returns the list of what this process contributed."""
+    contributed: list[str] = []
+
+    def all_gather_object(output: list, obj: str) -> None:
+        contributed.append(obj)
+        output[:] = [obj, *other_ranks]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+    return contributed
+
+
+def test_ranks_with_different_output_folders_fail_before_training_naming_both(tmp_path, monkeypatch):
+    mine, theirs = tmp_path / "run", tmp_path / "outputs" / "elsewhere"
+    contributed = gathering(monkeypatch, str(theirs))
+    with pytest.raises(RuntimeError, match="DDP: the ranks have different output folders") as error:
+        SharedOutputDir(mine).setup(SimpleNamespace(world_size=2), None, "fit")
+    assert contributed == [str(mine.resolve())]
+    message = str(error.value)
+    assert f"({theirs}, {mine})" in message  # both folders, sorted
+    assert "set hydra.run.dir to one shared folder" in message
+
+
+def test_ranks_sharing_one_output_folder_pass_however_it_is_spelt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    contributed = gathering(monkeypatch, str(tmp_path / "run"), str(tmp_path / "run"))
+    SharedOutputDir(Path("sub/../run")).setup(SimpleNamespace(world_size=3), None, "fit")  # relative
+    assert contributed == [str(tmp_path / "run")]
+
+
+def test_a_single_process_gathers_no_folders(tmp_path, monkeypatch):
+    contributed = gathering(monkeypatch, "/somewhere/else")
+    SharedOutputDir(tmp_path).setup(SimpleNamespace(world_size=1), None, "fit")
+    assert contributed == []  # no collective without a process group
+
+
 # -- two processes on gloo, end to end -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> Path:
@@ -125,6 +166,7 @@ def ddp_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_a_ddp_run_writes_one_folder_of_outputs_from_rank_zero(ddp_run):
     names = {p.name for p in ddp_run.iterdir()}
     assert {"metrics.json", "run_info.json", "config.yaml", "relations.csv", "status.json"} <= names
@@ -135,6 +177,7 @@ def test_a_ddp_run_writes_one_folder_of_outputs_from_rank_zero(ddp_run):
     assert len(list(ddp_run.rglob("metrics.json"))) == 1
 
 
+@pytest.mark.slow
 def test_ranks_train_on_disjoint_positives_with_different_negatives(ddp_run):
     probes = [torch.load(ddp_run / f"probe-rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [len(p["steps"]) for p in probes] == [20, 20]
@@ -149,6 +192,7 @@ def test_ranks_train_on_disjoint_positives_with_different_negatives(ddp_run):
     assert first[0].shape == first[1].shape and not torch.equal(first[0], first[1])
 
 
+@pytest.mark.slow
 def test_ranks_keep_identical_nscaching_caches(ddp_run):
     states = [torch.load(ddp_run / f"probe-rank{r}.pt", weights_only=False)["sampler"] for r in (0, 1)]
     assert set(states[0]) == {"head_cache", "tail_cache"}
@@ -156,21 +200,14 @@ def test_ranks_keep_identical_nscaching_caches(ddp_run):
         assert torch.equal(states[0][key], states[1][key])
 
 
+@pytest.mark.slow
 def test_ddp_evaluation_equals_single_process_evaluation(ddp_run):
     """Nations' 201 test and 199 valid queries: uneven shards, every query once."""
-    results = {}
-    for trainer in ("default", "ddp_cpu"):
-        out = ddp_run.parent / f"evaluate-{trainer}"
-        run_kgexp(
-            "evaluate",
-            f"ckpt={ddp_run / 'checkpoints' / 'best.ckpt'}",
-            "data.eval_batch_size=16",
-            f"trainer={trainer}",
-            f"hydra.run.dir={out}",
-            cwd=ddp_run.parent,
-        )
-        results[trainer] = json.loads((out / "metrics.json").read_text())
-    single, ddp = results["default"], results["ddp_cpu"]
+    best, out = ddp_run / "checkpoints" / "best.ckpt", ddp_run.parent / "evaluate-ddp"
+    arguments = (f"ckpt={best}", "data.eval_batch_size=16")
+    single = evaluate(compose_config(*arguments, config_name="evaluate", output_dir=out.parent / "single"))
+    run_kgexp("evaluate", *arguments, "trainer=ddp_cpu", f"hydra.run.dir={out}", cwd=ddp_run.parent)
+    ddp = json.loads((out / "metrics.json").read_text())
     assert set(single) == set(ddp) and "test/mrr" in single
     for key in single:
         assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
@@ -196,6 +233,7 @@ def ddp_sweep(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_multirun_of_ddp_jobs(ddp_sweep):
     sweep = ddp_sweep / "sweep"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
@@ -208,6 +246,7 @@ def test_a_multirun_of_ddp_jobs(ddp_sweep):
     assert not (ddp_sweep / "outputs").exists()  # no rank made a run folder of its own
 
 
+@pytest.mark.slow
 def test_torchrun_starting_the_ranks_gives_the_same_run(ddp_sweep):
     """torchrun starts both processes (kgexp starts none): the same metrics as kgexp's own launch."""
     run_dir = ddp_sweep / "torchrun"
@@ -229,6 +268,7 @@ def test_torchrun_starting_the_ranks_gives_the_same_run(ddp_sweep):
     )
 
 
+@pytest.mark.slow
 def test_a_failing_rank_stops_the_run_instead_of_leaving_rank_zero_waiting(tmp_path):
     """Rank 1 dies before joining the process group; rank 0 would wait 30 minutes in the rendezvous."""
     mirror_dataset("nations")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import re
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from kgexp.data.datamodule import KGDataModule
+from kgexp.data.filter_index import FilterIndex
 from kgexp.models import DistMult
 from kgexp.training.emu import EMU
 from kgexp.training.losses import SoftmaxCrossEntropy
@@ -269,3 +271,36 @@ def test_resuming_a_checkpoint_continues_the_run_exactly(toy_dataset, tmp_path, 
         assert torch.equal(cache, resumed.negatives.sampler.caches[side])
     at_stop = torch.load(path, weights_only=False)["state_dict"]["model.entity.weight"]
     assert not torch.equal(at_stop, resumed.model.entity.weight)  # it did train on
+
+
+def test_resuming_with_another_number_of_processes_is_refused_naming_both_numbers(toy_dataset, tmp_path):
+    """A checkpoint holds one random stream per process: resumed by another number of processes, some
+    rank would get no stream or another rank's. Refused, with both numbers and the keys that set them."""
+    trainer = fit(make_module(None), toy_dataset, tmp_path, max_steps=3)
+    trainer.save_checkpoint(tmp_path / "one.ckpt")
+    saved = torch.load(tmp_path / "one.ckpt", weights_only=False)
+    (state,) = saved["kgexp"]["generators"]  # one process wrote it
+    other = torch.Generator().manual_seed(123).get_state()
+    saved["kgexp"]["generators"] = [state, other]  # as the two ranks of a DDP run write it
+    torch.save(saved, tmp_path / "two.ckpt")
+    expected = (
+        r"random streams of 2 processes; resume it with the same number "
+        r"\(trainer\.devices x trainer\.num_nodes\), not 1$"
+    )
+    with pytest.raises(ValueError, match=expected):
+        fit(make_module(None), toy_dataset, tmp_path, max_steps=6, ckpt_path=tmp_path / "two.ckpt")
+
+    def fit_start_on_rank(generators: list[torch.Tensor], rank: int, world_size: int) -> LinkPredictionModule:
+        """``on_fit_start`` of one rank of a ``world_size`` run resuming ``generators`` (no processes)."""
+        module = make_module(None)
+        module.on_load_checkpoint({"kgexp": {"generators": generators}})
+        module.filter_index = module.train_index = FilterIndex(torch.tensor([[0, 0, 1]]), 20, 3)
+        module.trainer = SimpleNamespace(global_rank=rank, world_size=world_size)
+        module.on_fit_start()
+        return module
+
+    with pytest.raises(ValueError, match=r"random streams of 1 processes; .* not 2$"):
+        fit_start_on_rank([state], rank=1, world_size=2)
+    # the same number resumes, each rank with its own stream
+    assert torch.equal(fit_start_on_rank([state, other], rank=1, world_size=2).generator.get_state(), other)
+    assert torch.equal(fit_start_on_rank([state, other], rank=0, world_size=2).generator.get_state(), state)

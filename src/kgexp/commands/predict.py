@@ -8,7 +8,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from kgexp.config.loading import load_predictor
+from kgexp.errors import InputError, MissingFileError
 from kgexp.evaluation.prediction import FILTERS, Prediction, read_queries
+from kgexp.options import check, one_of
 from kgexp.runtime.atomic import atomic_path
 from kgexp.sides import HEAD, TAIL, Side
 
@@ -18,19 +20,18 @@ COLUMNS = ("head", "relation", "tail", "rank", "score")
 def queries_of(cfg: DictConfig) -> list[tuple[Side, str, str]]:
     """``(side, anchor, relation)`` queries from ``queries=FILE`` or from ``head=``/``tail=`` and
     ``relation=``; checked before any model is loaded."""
-    if cfg.filter not in FILTERS:
-        raise ValueError(f"filter: expected one of {', '.join(FILTERS)}, got {cfg.filter!r}")
+    check("filter", one_of(FILTERS), cfg.filter)
     if not isinstance(cfg.k, int) or cfg.k <= 0:
-        raise ValueError(f"k: expected a positive integer, got {cfg.k!r}")
+        raise InputError(f"k: expected a positive integer, got {cfg.k!r}")
     if cfg.queries is not None:
         if any(cfg[key] is not None for key in ("head", "relation", "tail")):
-            raise ValueError("queries: give a query file or head=/tail= with relation=, not both")
+            raise InputError("queries: give a query file or head=/tail= with relation=, not both")
         path = Path(cfg.queries).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"queries: no file at {path}")
+            raise MissingFileError(f"queries: no file at {path}")
         return [(side, anchor, relation) for _, side, anchor, relation in read_queries(path)]
     if cfg.relation is None or (cfg.head is None) == (cfg.tail is None):
-        raise ValueError(
+        raise InputError(
             "predict: give relation= and exactly one of head= (best tails) or tail= (best heads)"
         )
     return (

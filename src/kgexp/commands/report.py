@@ -5,11 +5,18 @@ by their overrides without ``seed``; each group gets mean ± sample standard dev
 jobs. A job without ``metrics.json`` is failed (``status.json`` says so) or unfinished, and is listed,
 never averaged in.
 
+Columns, the chart's axes and its legend are named by what varies, in the config's words: an override
+``model=rotate`` is the column ``model``; an experiment (``experiment=codex-s/complex``,
+``experiment/codex-s@_global_=complex``) is the groups its option names, read from each job's
+``config.yaml`` (``dataset`` codex-s, ``model`` complex), and ``experiment`` where those do not tell its
+options apart. ``results.csv`` keeps each group's overrides too.
+
 ``--published FILE.csv`` puts published numbers beside the measured ones: each row of the file names a
-configuration by override columns (``setting``, ``model``, ...; a row matches the groups whose overrides
-have those values), gives published metrics in columns named as the measured ones (``test/mrr``,
-``test/hits@10``, ...) and may cite its ``source``. ``results.md`` then lists measured, published and
-the difference per cell, and marks the configurations whose MRR is further than ``--tolerance`` away.
+configuration by the report's columns (``setting``, ``model``, ...; an override's own key works too; a
+row matches the groups with those values), gives published metrics in columns named as the measured ones
+(``test/mrr``, ``test/hits@10``, ...) and may cite its ``source``. ``results.md`` then lists measured,
+published and the difference per cell, and marks the configurations whose MRR is further than
+``--tolerance`` away.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ METRICS = tuple(f"test/{name}" for name in REPORTED)
 CATEGORY_METRICS = tuple(f"test/{category}/mrr" for category in CATEGORIES)
 #: Overrides that do not make a configuration: the seed (averaged over), Hydra's own, resuming.
 _IGNORED = ("seed", "hydra.", "ckpt_path")
+#: Config groups a reader knows a run by (``model: {name: transe}``), in the order an experiment's come.
+NAMED_GROUPS = ("dataset", "model", "sampler", "loss", "regularizer", "mi", "optimizer", "schedule")
 
 
 @dataclass
@@ -46,21 +55,33 @@ class Job:
     seed: str
     status: str
     metrics: dict[str, float] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # group -> the name its config.yaml gives it
 
     @property
     def key(self) -> tuple[tuple[str, str], ...]:
         return tuple(sorted(self.overrides.items()))
 
 
+def config_names(folder: Path) -> dict[str, str]:
+    """``group -> name`` of every config group that the job's ``config.yaml`` names."""
+    path = folder / "config.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
+    return {
+        str(group): str(node["name"])
+        for group, node in (config.items() if isinstance(config, dict) else ())
+        if isinstance(node, dict) and node.get("name") is not None
+    }
+
+
 def read_job(folder: Path) -> Job:
     pairs = [str(line).split("=", 1) for line in OmegaConf.load(folder / ".hydra" / "overrides.yaml")]
     overrides = {k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith(_IGNORED)}
     seed = dict(pairs).get("seed", "0")
-    metrics_file, status_file = folder / "metrics.json", folder / "status.json"
+    metrics_file, status_file, names = folder / "metrics.json", folder / "status.json", config_names(folder)
     if metrics_file.is_file():
-        return Job(folder, overrides, seed, "finished", json.loads(metrics_file.read_text()))
+        return Job(folder, overrides, seed, "finished", json.loads(metrics_file.read_text()), names)
     status = json.loads(status_file.read_text()).get("status", "unfinished") if status_file.is_file() else ""
-    return Job(folder, overrides, seed, status if status == "failed" else "unfinished")
+    return Job(folder, overrides, seed, status if status == "failed" else "unfinished", names=names)
 
 
 def find_jobs(folders: list[Path]) -> list[Job]:
@@ -80,6 +101,63 @@ def find_jobs(folders: list[Path]) -> list[Job]:
     return jobs
 
 
+def option_of(key: str, value: str) -> tuple[str, str]:
+    """The group an override picks from and the option, by path: ``experiment/codex-s@_global_=complex``
+    and ``experiment=codex-s/complex`` both give (``experiment``, ``codex-s/complex``)."""
+    group, _, folder = key.split("@", 1)[0].partition("/")
+    return group, f"{folder}/{value}" if folder else value
+
+
+def is_composite(key: str) -> bool:
+    """An override whose option sets other groups: an experiment, or any group addressed by its path."""
+    return option_of(key, "")[0] == "experiment" or "/" in key or "@" in key
+
+
+def _named_by(key: str, members: list[Job]) -> list[str]:
+    """The groups whose name is a part of the option ``key`` picks, in every job of ``members``."""
+    order = {group: index for index, group in enumerate(NAMED_GROUPS)}
+    groups = sorted({g for job in members for g in job.names}, key=lambda g: (order.get(g, len(order)), g))
+    parts = [(job, option_of(key, job.overrides[key])[1].split("/")) for job in members]
+    return [g for g in groups if all(job.names.get(g) in words for job, words in parts)]
+
+
+def _separates(key: str, groups: list[str], members: list[Job]) -> bool:
+    """Whether the names of ``groups`` tell apart the options of ``key`` that ``members`` picked."""
+    pairs = {(job.overrides[key], tuple(job.names[g] for g in groups)) for job in members}
+    return len({option for option, _ in pairs}) == len(pairs) == len({names for _, names in pairs})
+
+
+def label_columns(jobs: list[Job]) -> dict[str, list[str]]:
+    """Each override key and the columns it is shown as: a plain override its own (``model``,
+    ``model.dim``); a composite one the groups its options name, and its group (``experiment``) where
+    those names do not tell its options apart (the key itself if another took that column)."""
+    keys = sorted({key for job in jobs for key in job.overrides})
+    columns = {key: [key] for key in keys if not is_composite(key)}
+    taken = set(columns)
+    for key in (k for k in keys if is_composite(k)):
+        members = [job for job in jobs if key in job.overrides]
+        named = _named_by(key, members)
+        if not named or not _separates(key, named, members):
+            group = option_of(key, "")[0]
+            named.append(key if group in taken else group)
+        taken.update(named)
+        columns[key] = named
+    return columns
+
+
+def job_labels(job: Job, columns: dict[str, list[str]]) -> dict[str, str]:
+    """The job's value of each column: an override's value, a group's name, or the option picked."""
+    labels = {}
+    for key, value in job.overrides.items():
+        group, option = option_of(key, value)
+        for column in columns[key]:
+            if column == key:
+                labels[column] = value
+            else:
+                labels.setdefault(column, option if column == group else job.names[column])
+    return labels
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
@@ -87,14 +165,16 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize_groups(jobs: list[Job]) -> list[dict[str, object]]:
-    """One row per group of finished jobs: its overrides, seeds, and mean/std of every reported metric."""
+    """One row per group of finished jobs: its labels (:func:`label_columns`), its ``overrides``, seeds,
+    and mean/std of every reported metric."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         if job.status == "finished":
             groups.setdefault(job.key, []).append(job)
+    columns = label_columns([job for members in groups.values() for job in members])
     rows = []
     for key, members in sorted(groups.items()):
-        row: dict[str, object] = dict(key)
+        row: dict[str, object] = {**job_labels(members[0], columns), "overrides": key}
         row["seeds"] = " ".join(sorted((job.seed for job in members), key=lambda s: (len(s), s)))
         row["jobs"] = len(members)
         for metric in (*METRICS, *CATEGORY_METRICS):
@@ -102,6 +182,19 @@ def summarize_groups(jobs: list[Job]) -> list[dict[str, object]]:
             row[f"{metric} mean"], row[f"{metric} std"] = _mean_std(values)
         rows.append(row)
     return rows
+
+
+#: The columns of a summary row that are no label.
+STATISTICS = ("jobs", "seeds", *(f"{m} {s}" for m in (*METRICS, *CATEGORY_METRICS) for s in ("mean", "std")))
+
+
+def label_keys(rows: list[dict[str, object]]) -> list[str]:
+    """The label columns of summary rows, sorted."""
+    return sorted({key for row in rows for key in row if key not in ("overrides", *STATISTICS)})
+
+
+def overrides_text(row: dict[str, object]) -> str:
+    return " ".join(f"{key}={value}" for key, value in row["overrides"])
 
 
 def _cell(mean: float, std: float) -> str:
@@ -182,7 +275,7 @@ def published_lines(rows: list[dict[str, object]], axes: list[str], published: P
     sources: list[str] = []
     matched = 0
     for row in rows:
-        found = published.find(row)
+        found = published.find({**dict(row["overrides"]), **row})  # its labels, or its overrides
         if found is None:
             continue
         matched += 1
@@ -212,12 +305,11 @@ def write_report(
 ) -> list[dict[str, object]]:
     """``results.csv``, ``results.md`` and ``results.png`` in ``out``; returns the summary rows."""
     rows = summarize_groups(jobs)
-    axes = sorted({k for job in jobs for k in job.overrides})  # e.g. model, experiment/codex-s@_global_
-    columns = [*axes, "jobs", "seeds", *(k for k in rows[0] if "/" in k)] if rows else axes
+    axes = label_keys(rows)  # e.g. model, sampler
     with atomic_path(out / "results.csv") as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer = csv.DictWriter(handle, fieldnames=[*axes, "overrides", *STATISTICS], restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**row, "overrides": overrides_text(row)} for row in rows)
 
     shared = [a for a in axes if len({str(row.get(a, "")) for row in rows}) == 1 and len(rows) > 1]
     axes = [a for a in axes if a not in shared]
@@ -254,15 +346,20 @@ def write_report(
     return rows
 
 
-def bar_chart(rows: list[dict[str, object]], axes: list[str], path: Path, metric: str = "test/mrr") -> None:
-    """Grouped bars (EMU Fig. 3 style): a group per value of the first varying axis, a bar per the rest."""
-    if not rows:
-        return
+def metric_label(metric: str) -> str:
+    """A metric in words: ``test/mrr`` -> ``test MRR``, ``test/1-N/hits@10`` -> ``test 1-N Hits@10``."""
+    words = {"mrr": "MRR", "mr": "MR"}
+    return " ".join(words.get(part, part.replace("hits@", "Hits@")) for part in metric.split("/"))
+
+
+def chart_figure(rows: list[dict[str, object]], axes: list[str], metric: str = "test/mrr") -> Figure:
+    """Grouped bars (EMU Fig. 3 style): a group per value of the first varying axis, a bar per the rest;
+    the axes, legend and title named by the label columns (``model``, ``sampler``)."""
     varying = [a for a in axes if len({str(row.get(a, "")) for row in rows}) > 1] or axes[:1]
-    x_axis, hue_axes = varying[0], varying[1:]
+    x_axis, hue_axes = (varying[0] if varying else ""), varying[1:]
 
     def hue_of(row: dict[str, object]) -> str:
-        return " ".join(str(row.get(a, "")) for a in hue_axes)
+        return ", ".join(str(row.get(a, "")) for a in hue_axes)
 
     groups = sorted({str(row.get(x_axis, "")) for row in rows})
     hues = sorted({hue_of(row) for row in rows})
@@ -277,16 +374,27 @@ def bar_chart(rows: list[dict[str, object]], axes: list[str], path: Path, metric
         offsets = [g + (h - (len(hues) - 1) / 2) * width for g in range(len(groups))]
         plot.bar(offsets, means, width, yerr=stds, capsize=2, label=hue or None)
     plot.set_xticks(range(len(groups)), groups, fontsize=8)
-    plot.set_ylabel(metric)
+    plot.set_ylabel(metric_label(metric))
     plot.set_xlabel(x_axis)
+    by = " and ".join(filter(None, [x_axis, ", ".join(hue_axes)]))
+    plot.set_title(f"{metric_label(metric)} by {by}" if by else metric_label(metric), fontsize=9)
     if hue_axes:
-        plot.legend(fontsize=7, title=" ".join(hue_axes), title_fontsize=7)
+        plot.legend(fontsize=7, title=", ".join(hue_axes), title_fontsize=7)
+    return figure
+
+
+def bar_chart(rows: list[dict[str, object]], axes: list[str], path: Path, metric: str = "test/mrr") -> None:
+    """:func:`chart_figure` as a PNG at ``path`` (nothing without rows)."""
+    if not rows:
+        return
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        chart_figure(rows, axes, metric).savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="kgexp report", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kgexp report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folders", nargs="+", type=Path, help="multirun folders (or job folders)")
     parser.add_argument("--out", type=Path, help="where to write results.* (default: the first folder)")
     parser.add_argument("--published", type=Path, help="CSV of published numbers to put beside the measured")

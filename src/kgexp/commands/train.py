@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,16 +17,80 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+import kgexp
 from kgexp.config import ConfigError, validate
 from kgexp.config.build import build_datamodule, build_module
+from kgexp.evaluation.metrics import REPORTED
 from kgexp.evaluation.relations import RelationTable, write_relation_csv
 from kgexp.evaluation.stages import evaluate_splits, format_metrics
 from kgexp.runtime.atomic import atomic_path, write_json
-from kgexp.runtime.checkpointing import AtomicCheckpointIO, CheckpointOnSignal, sigint_as_sigterm
+from kgexp.runtime.checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointOnSignal,
+    load_checkpoint,
+    sigint_as_sigterm,
+)
+from kgexp.runtime.console import Progress, quiet_libraries, summary_lines
 from kgexp.runtime.distributed import SharedOutputDir, launched_as_rank_zero, local_ranks
 from kgexp.runtime.run_info import StageTimes, collect
 
 log = logging.getLogger(__name__)
+
+#: What a resumed run may change: where it writes, how long and on which devices it runs, what it logs.
+RESUMABLE = (
+    "ckpt_path",
+    "output_dir",
+    "callbacks",
+    "logger",
+    "data.eval_batch_size",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+)
+
+
+def resume_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint ``ckpt_path`` resumes from: ``last`` is this run's ``last.ckpt`` (None before the
+    first one, a fresh start), anything else a file."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    return Path(ckpt_path).expanduser()
+
+
+def flatten(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.removesuffix("."): node}
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """A resumed run must train what its checkpoint trained: a ConfigError lists the keys that differ
+    (beyond :data:`RESUMABLE`). Keys the checkpoint predates are not compared."""
+    path = resume_path(cfg)
+    if path is None:
+        return
+    saved = flatten(load_checkpoint(path, key="ckpt_path")["hyper_parameters"]["config"])
+    now = flatten(OmegaConf.to_container(cfg, resolve=True))
+    differ = [
+        f"{key} (checkpoint {saved[key]!r}, now {value!r})"
+        for key, value in now.items()
+        if key in saved
+        and saved[key] != value
+        and not any(key == k or key.startswith(k + ".") for k in RESUMABLE)
+    ]
+    if differ:
+        raise ConfigError(
+            f"ckpt_path: {path} was trained with another config; keys that differ: {'; '.join(differ)}"
+        )
 
 
 def configure_wandb_environment() -> None:
@@ -87,13 +151,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Under DDP every rank runs this function; only global rank 0 writes the run's files.
     """
-    # Batches are slices of in-memory tensors: worker processes would only add overhead.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    quiet_libraries(bool(cfg.get("verbose", False)))
     started = time.perf_counter()
     try:  # every config error now, before any data is loaded or file written: the schemas, then the
         validate(cfg)  # rules that join several options, which the constructors check
         build_module(cfg, num_entities=2, num_relations=1)
         datamodule = build_datamodule(cfg)
+        check_resume(cfg)
     except (ValueError, TypeError) as error:
         raise ConfigError(str(error)) from error
     output_dir = Path(cfg.output_dir)
@@ -112,9 +176,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = instantiate_group(cfg.get("callbacks"))
         loggers = instantiate_group(cfg.get("logger"), {"wandb": wandb_grouping(cfg)})
         times, relations = StageTimes(), RelationTable()
+        progress = Progress(
+            cfg.selection.monitor, interactive(), lambda values: format_metrics(values, "val/", REPORTED)
+        )
         trainer = pl.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
-            callbacks=[*callbacks, SharedOutputDir(output_dir), CheckpointOnSignal(), times, relations],
+            callbacks=[
+                *callbacks,
+                SharedOutputDir(output_dir),
+                CheckpointOnSignal(),
+                times,
+                relations,
+                progress,
+            ],
             logger=loggers,
             plugins=[AtomicCheckpointIO()],
             default_root_dir=str(output_dir),
@@ -131,11 +205,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
         write_relation_csv(output_dir / "relations.csv", relations.rows)
+        wall_s = time.perf_counter() - started
         info = collect(
             seed=cfg.seed,
             device=str(module.device),
             world_size=trainer.world_size,
-            wall_time_s=time.perf_counter() - started,
+            wall_time_s=wall_s,
             startup_s=times.startup_s,
             time=times.summary(),
             best_checkpoint=best or None,
@@ -144,8 +219,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
             dataset=graph.summary(),
         )
         write_json(output_dir / "run_info.json", info)
-        log.info("test metrics: %s", format_metrics(metrics, "test/"))
+        results = [format_metrics(metrics, "test/"), format_metrics(metrics, "val/", REPORTED)]
+        stages = {**times.summary(), "startup_s": times.startup_s}
+        since_start = time.perf_counter() - kgexp.IMPORTED_AT
+        for line in summary_lines(results, best or None, output_dir, since_start, stages):
+            log.info(line)
     return metrics
+
+
+def interactive() -> bool:
+    """A terminal to draw a progress bar on: stderr is one, and this is not a job of a multirun."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return sys.stderr.isatty() and not multirun
 
 
 def run_job(cfg: DictConfig, keep_going: bool) -> dict[str, float] | None:

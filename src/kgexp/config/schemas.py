@@ -197,6 +197,7 @@ def config_schema() -> type:
     options = [
         *signature_options(LinkPredictionModule, only=("seed", "nonfinite")),
         Option("ckpt_path", Optional[str], None),  # noqa: UP045
+        Option("verbose", bool, False),  # the libraries' own console lines and warnings too
         Option("output_dir", str),
         Option("recipe", Optional[dict[str, Any]], None),  # noqa: UP045 (a setting's table of values)
         Option("data", data, data),

@@ -11,11 +11,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kgexp.config.build import NONE
+from kgexp.errors import UserError
 from kgexp.evaluation.metrics import METRIC_NAMES
 from kgexp.options import check, one_of
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run; the message names the key."""
 
 

@@ -125,6 +125,7 @@ class KGDataModule(pl.LightningDataModule):
         self.name, self.path, self.drop_unseen, self.cache_dir = name, path, drop_unseen, cache_dir
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.graph: KnowledgeGraph | None = None
+        self.filter_index: FilterIndex | None = None
 
     @property
     def cache_root(self) -> Path:
@@ -133,12 +134,13 @@ class KGDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.graph is None:  # downloads and encodes once, on rank 0
-            load_graph(self.name, self.path, self.drop_unseen, self.cache_dir)
+            self.graph = load_graph(self.name, self.path, self.drop_unseen, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.graph is not None:
+        if self.filter_index is not None:
             return
-        self.graph = load_graph(self.name, self.path, self.drop_unseen, self.cache_dir)
+        if self.graph is None:  # the other ranks read what rank 0 prepared
+            self.graph = load_graph(self.name, self.path, self.drop_unseen, self.cache_dir)
         g = self.graph
         self.filter_index = FilterIndex(g.all_triples(), g.num_entities, g.num_relations)
         self.train_index = FilterIndex(g.train, g.num_entities, g.num_relations)

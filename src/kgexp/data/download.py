@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from kgexp.data.registry import SPLITS, DatasetSpec, RemoteFile
+from kgexp.errors import UserError
 from kgexp.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -19,11 +20,11 @@ DATA_DIR_ENV = "KGEXP_DATA_DIR"
 CACHE_DIR_ENV = "KGEXP_CACHE_DIR"
 
 
-class DatasetNotFoundError(RuntimeError):
+class DatasetNotFoundError(UserError, RuntimeError):
     """The dataset is in no local folder and could not be downloaded."""
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(UserError, RuntimeError):
     """A downloaded file does not match its registered checksum."""
 
 

@@ -13,6 +13,7 @@ import torch
 from kgexp.data.download import file_checksum, locate_split_files, resolve_cache_dir
 from kgexp.data.parsing import read_triples
 from kgexp.data.registry import SPLITS, get_spec
+from kgexp.errors import MissingFileError
 from kgexp.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def load_graph(
         files = {s: folder / f"{s}.txt" for s in SPLITS}
         missing = [str(p) for p in files.values() if not p.is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"dataset.path: {folder} must hold train.txt, valid.txt and test.txt; missing: "
                 + ", ".join(missing)
             )

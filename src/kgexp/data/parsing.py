@@ -5,8 +5,10 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
+from kgexp.errors import UserError
 
-class TripleFormatError(ValueError):
+
+class TripleFormatError(UserError, ValueError):
     """A split file does not hold one ``head<TAB>relation<TAB>tail`` triple per line."""
 
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.parsing import TripleFormatError, read_numbered_triples
+from kgexp.errors import InputError
 from kgexp.models import MODELS, KGEModel, RotatE
 from kgexp.options import Range, check, one_of
 from kgexp.sides import BOTH_SIDES, HEAD, TAIL, Side
@@ -80,7 +81,7 @@ class Predictor:
         table = self.entity_ids if kind == "entity" else self.relation_ids
         missing = [label for label in labels if label not in table]
         if missing:
-            raise ValueError(f"unknown {kind} {missing[0]!r} (the model knows {len(table)} {kind} labels)")
+            raise InputError(f"unknown {kind} {missing[0]!r} (the model knows {len(table)} {kind} labels)")
         return torch.tensor([table[label] for label in labels], dtype=torch.int64)
 
     def filter_index(self, filter: str) -> FilterIndex | None:
@@ -88,7 +89,7 @@ class Predictor:
         if filter == "none":
             return None
         if filter not in self.known:
-            raise ValueError(
+            raise InputError(
                 f"filter={filter} needs the dataset's triples: load the predictor from a checkpoint"
             )
         if filter not in self._filters:

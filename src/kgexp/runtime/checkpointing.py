@@ -1,10 +1,16 @@
 """Checkpoints: written under a temporary name and renamed (a killed write leaves the old file intact),
-loaded with clear errors, and saved when a signal stops training."""
+loaded safely with clear errors, and saved when a signal stops training.
+
+A checkpoint is data someone may have sent you, so every load (``kgexp evaluate``, ``predict``,
+``export``, ``analyze`` and Lightning's resume) uses ``torch.load(weights_only=True)``: tensors,
+containers and primitives only, never a pickled callable. kgexp stores nothing else.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import threading
 from collections.abc import Iterator
@@ -17,9 +23,32 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from kgexp.errors import MissingFileError, UserError
 from kgexp.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
+
+#: The layout of kgexp's part of a checkpoint (``checkpoint["kgexp"]``); checkpoints without one are 1.
+FORMAT = 1
+
+
+class CheckpointError(UserError, ValueError):
+    """A file that is not a readable kgexp checkpoint of a format this version reads."""
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on the CPU; an unreadable file is a one-line error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"{key}: no checkpoint file at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # weights_only refused a type, or the pickle is malformed
+        reason = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{key}: {path} is not a checkpoint kgexp can load safely ({reason})") from None
+    except Exception as error:  # truncated, corrupt, or not a torch file at all (any unpickler error)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{key}: {path} is not a readable checkpoint ({reason})") from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -31,15 +60,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None):
+        """Lightning's resume: the same safe load and checks as :func:`load_checkpoint`."""
+        return load_checkpoint(path, key="ckpt_path")
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A kgexp checkpoint on the CPU, with a clear error for a file that is not one."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt: no checkpoint file at {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if "kgexp" not in checkpoint or "config" not in checkpoint.get("hyper_parameters", {}):
-        raise ValueError(f"ckpt: {path} is not a kgexp checkpoint (no kgexp config or vocabulary in it)")
+
+def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
+    """A kgexp checkpoint on the CPU, with a clear error for a file that is not one or is too new."""
+    checkpoint = read_checkpoint(path, key)
+    if (
+        not isinstance(checkpoint, dict)
+        or "kgexp" not in checkpoint
+        or "config" not in checkpoint.get("hyper_parameters", {})
+    ):
+        raise CheckpointError(
+            f"{key}: {path} is not a kgexp checkpoint (no kgexp config or vocabulary in it)"
+        )
+    written = checkpoint["kgexp"].get("format", 1)
+    if written > FORMAT:
+        version = checkpoint["kgexp"].get("version", "a newer version")
+        raise CheckpointError(
+            f"{key}: {path} was written by kgexp {version} (checkpoint format {written}); "
+            f"this kgexp reads format {FORMAT} and older: upgrade kgexp to load it"
+        )
     return checkpoint
 
 

@@ -100,7 +100,6 @@ class StageTimes(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         if self.startup_s is None:
             self.startup_s = time.perf_counter() - kgexp.IMPORTED_AT
-            log.info("first training step %.2f s after start (imports, data, set-up)", self.startup_s)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds["training"] += self._stop("fit") - self._validation_in_fit

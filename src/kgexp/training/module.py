@@ -11,12 +11,13 @@ import torch
 from torch import Tensor
 
 from kgexp.evaluation.geometry import intra_group_similarity
-from kgexp.evaluation.metrics import REPORTED, RankMetrics
+from kgexp.evaluation.metrics import RankMetrics
 from kgexp.evaluation.ranking import Ranks, rank_queries
-from kgexp.evaluation.stages import format_metrics
 from kgexp.mi import MutualInformation
 from kgexp.models.base import KGEModel
 from kgexp.options import OneOf, Range, checked
+from kgexp.runtime import checkpointing
+from kgexp.runtime.run_info import package_version
 from kgexp.runtime.shards import derive_seed
 from kgexp.sides import BOTH_SIDES, Side, split_query
 from kgexp.training.emu import EMU
@@ -228,20 +229,16 @@ class LinkPredictionModule(pl.LightningModule):
         """The batch's ranks per side, for callbacks such as :class:`RelationTable`."""
         return self._evaluate(batch, self.test_metrics)
 
-    def _log_metrics(self, prefix: str, metrics: RankMetrics) -> dict[str, Tensor]:
-        values = {f"{prefix}/{k}": v for k, v in metrics.compute().items()}
-        self.log_dict(values)
+    def _log_metrics(self, prefix: str, metrics: RankMetrics) -> None:
+        self.log_dict({f"{prefix}/{k}": v for k, v in metrics.compute().items()})
         metrics.reset()
-        return values
 
     def on_validation_epoch_end(self) -> None:
-        values = self._log_metrics("val", self.val_metrics)
+        self._log_metrics("val", self.val_metrics)
         if self.mi is not None:  # the MI paper's claim: lower similarity within groups of answers
             entity = self.model.entity.weight.detach().cpu()
             similarity = intra_group_similarity(entity, self.train_triples, self.model.num_relations)
             self.log_dict({f"val/intra_group/{k}": v for k, v in similarity.items()})
-        if not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            log.info("step %d: %s", self.global_step, format_metrics(values, "val/", REPORTED))
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
@@ -249,6 +246,8 @@ class LinkPredictionModule(pl.LightningModule):
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["kgexp"] = {
+            "format": checkpointing.FORMAT,
+            "version": package_version(),
             "vocabulary": self.vocabulary,
             "sampler": self.negatives.sampler.state_dict(),
             "skipped_batches": self.skipped_batches,
