@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kgexp.cli import config_dir
-from kgexp.config.reference import options_page, value_text
+from kgexp.config.reference import field_default, options_page, value_text
 from kgexp.config.schemas import group_schemas
 from kgexp.data.registry import DATASETS
 from kgexp.models import MODELS
@@ -82,7 +82,7 @@ def test_the_defaults_the_docs_state_are_the_constructors():
     assert len(rows) >= 8
     for page, group, option, written in rows:
         defaults = {
-            value_text(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+            value_text(field_default(f))
             for schema in schemas[group].values()
             for f in dataclasses.fields(schema)
             if f.name == option

@@ -86,6 +86,24 @@ def check(key: str, limit: Limit | None, value: Any) -> Any:
     return value
 
 
+def value_text(value: Any, separator: str = ", ") -> str:
+    """An option value as a config or command line writes it: ``null``, ``true``, ``[a, b]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + separator.join(value_text(v, separator) for v in value) + "]"
+    return str(value)
+
+
+def dotted(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.dim": 100, ...}``: the leaves of nested mappings under their dotted keys."""
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in dotted(value, f"{prefix}{key}.").items()}
+    return {prefix.removesuffix("."): node}
+
+
 def limit_of(annotation: Any) -> Limit | None:
     """The limit an ``Annotated`` hint carries (inside ``Optional`` too), else ``None``."""
     if typing.get_origin(annotation) is Annotated:

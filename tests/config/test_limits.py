@@ -10,7 +10,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 from test_configs import CONF, compose_config, validated
 
-from kgexp.config.reference import value_text
+from kgexp.config.reference import field_default, value_text
 from kgexp.config.schemas import group_schemas
 from kgexp.config.validation import check_node
 from kgexp.options import POSITIVE, Count, OneOf, Range, checked, limit_of, limits_of
@@ -137,9 +137,7 @@ def test_no_option_file_restates_a_constructor_default():
             field = fields.get(key)
             if key in ("defaults", "name") or field is None:
                 continue
-            default = (
-                field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-            )
+            default = field_default(field)
             if value_text(value) == value_text(default):
                 restated.append(f"{path.relative_to(CONF)}: {key}")
     assert restated == []

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from kgexp.options import dotted, value_text
+
 HELP_FLAGS = ("--help", "-h")
 
 DESCRIPTION = (
@@ -133,29 +135,15 @@ def key_comments(text: str) -> dict[str, str]:
     return comments
 
 
-def _value_text(value: object) -> str:
-    if isinstance(value, list):
-        return "[" + ",".join(_value_text(v) for v in value) + "]"
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def command_keys(path: Path) -> list[tuple[str, str]]:
     """(``dotted.key=default``, its comment) of a command's config, ``defaults`` and ``hydra`` apart and
     the keys Hydra sets (``${hydra:...}``); ``???`` marks a required key."""
     node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    flat: dict[str, object] = {}
-
-    def walk(value: object, prefix: str) -> None:
-        if isinstance(value, dict):
-            for key, child in value.items():
-                walk(child, f"{prefix}{key}.")
-        elif not str(value).startswith("${hydra:"):
-            flat[prefix.removesuffix(".")] = value
-
-    walk({k: v for k, v in node.items() if k not in ("defaults", "hydra")}, "")
+    leaves = dotted({k: v for k, v in node.items() if k not in ("defaults", "hydra")})
+    flat = {key: value for key, value in leaves.items() if not str(value).startswith("${hydra:")}
     comments = key_comments(path.read_text())
     notes = {key: "(required) " * (value == "???") + comments.get(key, "") for key, value in flat.items()}
-    return [(f"{key}={_value_text(value)}", notes[key].strip()) for key, value in flat.items()]
+    return [(f"{key}={value_text(value, ',')}", notes[key].strip()) for key, value in flat.items()]
 
 
 def command_help(command: str, conf: Path) -> str:

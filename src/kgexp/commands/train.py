@@ -23,6 +23,7 @@ from kgexp.config.build import build_datamodule, build_module
 from kgexp.evaluation.metrics import REPORTED
 from kgexp.evaluation.relations import RelationTable, write_relation_csv
 from kgexp.evaluation.stages import evaluate_splits, format_metrics
+from kgexp.options import dotted
 from kgexp.runtime.atomic import atomic_path, write_json
 from kgexp.runtime.checkpointing import (
     AtomicCheckpointIO,
@@ -66,20 +67,14 @@ def resume_path(cfg: DictConfig) -> Path | None:
     return Path(ckpt_path).expanduser()
 
 
-def flatten(node: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
-    return {prefix.removesuffix("."): node}
-
-
 def check_resume(cfg: DictConfig) -> None:
     """A resumed run must train what its checkpoint trained: a ConfigError lists the keys that differ
     (beyond :data:`RESUMABLE`). Keys the checkpoint predates are not compared."""
     path = resume_path(cfg)
     if path is None:
         return
-    saved = flatten(load_checkpoint(path, key="ckpt_path")["hyper_parameters"]["config"])
-    now = flatten(OmegaConf.to_container(cfg, resolve=True))
+    saved = dotted(load_checkpoint(path, key="ckpt_path", mmap=True)["hyper_parameters"]["config"])
+    now = dotted(OmegaConf.to_container(cfg, resolve=True))
     differ = [
         f"{key} (checkpoint {saved[key]!r}, now {value!r})"
         for key, value in now.items()

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from kgexp import options
 from kgexp.config.schemas import GROUPS, group_schemas
 from kgexp.options import OneOf, Range
 
@@ -52,15 +53,13 @@ def type_name(annotation: Any) -> str:
 
 
 def value_text(value: Any) -> str:
-    if value is MISSING:
-        return "required"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(value_text(v) for v in value) + "]"
-    return str(value)
+    """A default as the page writes it; ``required`` where there is none."""
+    return "required" if value is MISSING else options.value_text(value)
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    """The default of a schema field (a list default sits in a factory)."""
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
 
 def allowed_text(limit: Range | OneOf | None) -> str:
@@ -84,11 +83,8 @@ def group_section(group: str, schemas: dict[str, type]) -> list[str]:
             continue
         lines += ["| option | type | default | allowed |", "|---|---|---|---|"]
         for field in fields:
-            default = (
-                field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-            )
             lines.append(
-                f"| `{group}.{field.name}` | {type_name(field.type)} | `{value_text(default)}` "
+                f"| `{group}.{field.name}` | {type_name(field.type)} | `{value_text(field_default(field))}` "
                 f"| {allowed_text(field.metadata.get('limit'))} |"
             )
         lines.append("")

@@ -36,13 +36,14 @@ class CheckpointError(UserError, ValueError):
     """A file that is not a readable kgexp checkpoint of a format this version reads."""
 
 
-def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` on the CPU; an unreadable file is a one-line error."""
+def read_checkpoint(path: str | Path, key: str = "ckpt", mmap: bool = False) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on the CPU; an unreadable file is a one-line error. With
+    ``mmap`` the tensors are mapped, not read: for a look at the config only."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"{key}: no checkpoint file at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:  # weights_only refused a type, or the pickle is malformed
         reason = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{key}: {path} is not a checkpoint kgexp can load safely ({reason})") from None
@@ -65,9 +66,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, key="ckpt_path")
 
 
-def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, key: str = "ckpt", mmap: bool = False) -> dict[str, Any]:
     """A kgexp checkpoint on the CPU, with a clear error for a file that is not one or is too new."""
-    checkpoint = read_checkpoint(path, key)
+    checkpoint = read_checkpoint(path, key, mmap)
     if (
         not isinstance(checkpoint, dict)
         or "kgexp" not in checkpoint
