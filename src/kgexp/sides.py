@@ -10,6 +10,8 @@ Side = Literal["head", "tail"]
 HEAD: Side = "head"
 TAIL: Side = "tail"
 BOTH_SIDES: tuple[Side, Side] = (HEAD, TAIL)
+#: The side column of a query example ``[anchor, relation, side code]`` (KvsAll's training examples).
+SIDE_CODES: dict[Side, int] = {TAIL: 0, HEAD: 1}
 
 
 def split_query(triples: Tensor, side: Side) -> tuple[Tensor, Tensor, Tensor]:

@@ -59,6 +59,8 @@ def test_every_group_option_composes_and_builds(group, option):
     overrides = [f"{group}={option}"]
     if option == "custom":
         overrides.append("dataset.path=/some/folder")
+    if (group, option) == ("sampler", "none"):  # what the all-entity regimes train without
+        overrides.append("regime=1vsAll")
     cfg = validated(compose_config(*overrides))
     if group not in ("setting", "callbacks", "logger"):  # these have no node of their own
         assert dataclasses.is_dataclass(OmegaConf.get_type(cfg[group])), "the option extends no schema"
@@ -340,7 +342,10 @@ def test_emu_ablation_settings_change_one_thing(setting, changed):
 # Bad values, written by hand, and what each error must say: composition rejects wrong types and unknown
 # keys; validation rejects keys forced in with +, values out of range, and interpolations of the wrong type.
 BAD_CONFIGS = [
-    (["+model.dimm=64"], "model.dimm: unknown option; valid options: name, dim, gamma, init_range, p_norm"),
+    (
+        ["+model.dimm=64"],
+        "model.dimm: unknown option; valid options: name, dim, gamma, init_range, reciprocal, p_norm",
+    ),
     (["model.dimm=64"], "Key 'dimm' not in 'TranseModelSchema'"),
     (
         ["model.dim=abc"],

@@ -366,9 +366,15 @@ def test_hyperparameters():
         "model": "transe",
         "dim": 3,
         "gamma": 5.0,
+        "reciprocal": False,
         "p_norm": 2,
     }
-    assert RotatE(4, 2, 3, gamma=6.0).hyperparameters() == {"model": "rotate", "dim": 3, "gamma": 6.0}
+    assert RotatE(4, 2, 3, gamma=6.0, reciprocal=True).hyperparameters() == {
+        "model": "rotate",
+        "dim": 3,
+        "gamma": 6.0,
+        "reciprocal": True,
+    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
     """Write ``entities.npy``, ``relations.npy``, ``entities.tsv``, ``relations.tsv`` and ``model.json``.
 
     Arrays are float32. Complex models keep ``[real | imaginary]`` halves; RotatE relations are written
-    as phases in radians. MI heads and other auxiliary parameters are not exported.
+    as phases in radians. A reciprocal model's ``relations.npy`` has ``2R`` rows, row ``r + R`` being the
+    inverse of relation ``r`` (``relations.tsv`` names the ``R`` relations). MI heads and other auxiliary
+    parameters are not exported.
     """
     module, _ = load_module(ckpt)
     model = module.model

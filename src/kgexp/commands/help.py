@@ -34,6 +34,7 @@ USAGES = {
 EXAMPLES = (
     ("kgexp model=rotate sampler=emu", "RotatE with EMU negatives on FB15k-237"),
     ("kgexp experiment=quickstart", "ComplEx on CoDEx-S, a few minutes on a CPU"),
+    ("kgexp experiment=codex-s/1vsAll model=complex", "ComplEx-N3: 1vsAll, reciprocal relations"),
     ("kgexp -m model=transe,rotate sampler=uniform,emu seed=0,1,2", "a sweep: 12 jobs under multirun/"),
     ("kgexp report multirun/DATE/TIME", "the sweep's table and chart"),
     ("kgexp evaluate ckpt=outputs/DATE/TIME/checkpoints/best.ckpt", "re-evaluate a trained model"),

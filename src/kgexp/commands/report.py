@@ -43,7 +43,7 @@ CATEGORY_METRICS = tuple(f"test/{category}/mrr" for category in CATEGORIES)
 #: Overrides that do not make a configuration: the seed (averaged over), Hydra's own, resuming.
 _IGNORED = ("seed", "hydra.", "ckpt_path")
 #: Config groups a reader knows a run by (``model: {name: transe}``), in the order an experiment's come.
-NAMED_GROUPS = ("dataset", "model", "sampler", "loss", "regularizer", "mi", "optimizer", "schedule")
+NAMED_GROUPS = ("dataset", "model", "sampler", "regime", "loss", "regularizer", "mi", "optimizer", "schedule")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from kgexp.training.losses import LOSSES
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import BASE_SAMPLERS, NegativeSampling
 from kgexp.training.optim import SCHEDULES, build_optimizer
+from kgexp.training.regimes import ALL_ENTITY_REGIMES, NEGATIVE_SAMPLING, REGIMES, KvsAll, OneVsAll
 from kgexp.training.regularizers import REGULARIZERS
 
 NONE = "none"
@@ -55,8 +56,15 @@ def build_option(
     return construct(registry[node.name], group, _options(node, "name"), *args)
 
 
+def regime_name(cfg: DictConfig) -> str:
+    """``regime.name``; configs saved before regimes existed trained with negative sampling."""
+    node = cfg.get("regime")
+    return NEGATIVE_SAMPLING if node is None else node.name
+
+
 def build_datamodule(cfg: DictConfig) -> KGDataModule:
-    options = {**_options(cfg.dataset), **_options(cfg.data), "seed": cfg.seed}
+    examples = REGIMES.get(regime_name(cfg), "triples")  # an unknown regime is reported by build_regime
+    options = {**_options(cfg.dataset), **_options(cfg.data), "seed": cfg.seed, "examples": examples}
     return construct(KGDataModule, "dataset", options)
 
 
@@ -80,6 +88,37 @@ def build_negatives(cfg: DictConfig) -> tuple[NegativeSampling, EMU | None]:
     return NegativeSampling(sampler, imposed_sides or requested_sides), emu
 
 
+def build_regime(cfg: DictConfig) -> OneVsAll | KvsAll | None:
+    """The all-entity regime of ``cfg.regime`` (``None``: negative sampling), checked against the sampler,
+    the loss and MI-KGE's options before any work starts."""
+    name, sampler = regime_name(cfg), cfg.sampler.name
+    check("regime.name", one_of(REGIMES), name)
+    if name == NEGATIVE_SAMPLING:
+        if sampler == NONE:
+            raise ValueError("sampler.name: regime=negative_sampling needs a sampler, not sampler=none")
+        return None
+    if sampler == "emu":
+        raise ValueError(
+            f"sampler.name: EMU mutates sampled negatives, and regime={name} scores every entity instead; "
+            "use EMU with regime=negative_sampling (the default)"
+        )
+    if sampler != NONE:
+        raise ValueError(
+            f"sampler.name: regime={name} scores every entity and draws no negatives; "
+            f"drop sampler={sampler} (regime={name} sets sampler=none)"
+        )
+    loss = LOSSES.get(cfg.loss.name)
+    if loss is not None and not loss.all_entity_scores:
+        fitting = " or ".join(n for n, cls in LOSSES.items() if cls.all_entity_scores)
+        raise ValueError(f"loss.name: regime={name} trains with {fitting}, not {cfg.loss.name!r}")
+    mi = cfg.get("mi")
+    if mi is not None and mi.name != NONE and mi.get("extra_negatives") == "kge":
+        raise ValueError(
+            f"mi.extra_negatives: 'kge' adds the KGE loss's sampled negatives, and regime={name} samples none"
+        )
+    return ALL_ENTITY_REGIMES[name]()
+
+
 def build_model(cfg: DictConfig, num_entities: int, num_relations: int) -> KGEModel:
     return build_option(MODELS, "model", cfg.model, num_entities, num_relations)
 
@@ -96,7 +135,8 @@ def build_mi(cfg: DictConfig, model: KGEModel) -> MutualInformation | None:
 def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> LinkPredictionModule:
     """The LightningModule of a run; the config and graph size are saved as its hyper-parameters."""
     model = build_model(cfg, num_entities, num_relations)
-    negatives, emu = build_negatives(cfg)
+    regime = build_regime(cfg)
+    negatives, emu = build_negatives(cfg) if regime is None else (None, None)
     if emu is not None and cfg.loss.name != "softmax_ce":
         raise ValueError(
             f"loss.name: sampler=emu trains with its own softmax cross-entropy terms; "
@@ -120,6 +160,7 @@ def build_module(cfg: DictConfig, num_entities: int, num_relations: int) -> Link
         mi=build_mi(cfg, model),
         seed=cfg.seed,
         nonfinite=cfg.get("nonfinite", "stop"),
+        regime=regime,
     )
     module.save_hyperparameters(
         {

@@ -31,6 +31,7 @@ from kgexp.training.losses import LOSSES
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import BASE_SAMPLERS, NegativeSampling
 from kgexp.training.optim import OPTIMIZER_LIMITS, OPTIMIZERS, SCHEDULES
+from kgexp.training.regimes import REGIMES
 from kgexp.training.regularizers import REGULARIZERS, NormRegularizer
 
 #: The limits of the Lightning Trainer's options that kgexp checks (its signature carries none).
@@ -42,7 +43,18 @@ TRAINER_LIMITS: dict[str, Limit] = {
 }
 
 #: The groups that are a node of the config (setting and experiment write into the others).
-GROUPS = ("dataset", "model", "sampler", "loss", "regularizer", "mi", "optimizer", "schedule", "trainer")
+GROUPS = (
+    "dataset",
+    "model",
+    "sampler",
+    "regime",
+    "loss",
+    "regularizer",
+    "mi",
+    "optimizer",
+    "schedule",
+    "trainer",
+)
 PRIMITIVES = (int, float, bool, str)
 #: Trainer arguments that kgexp sets itself.
 TRAINER_SET_BY_KGEXP = ("logger", "callbacks", "plugins", "default_root_dir")
@@ -162,7 +174,12 @@ def group_schemas() -> dict[str, dict[str, type]]:
         "model": {
             name: option_schema("model", name, signature_options(cls, 2)) for name, cls in MODELS.items()
         },
-        "sampler": {**{name: sampler_schema(name) for name in BASE_SAMPLERS}, "emu": emu_schema()},
+        "sampler": {
+            **{name: sampler_schema(name) for name in BASE_SAMPLERS},
+            "emu": emu_schema(),
+            "none": option_schema("sampler", "none", []),
+        },
+        "regime": {"regime": make_schema("RegimeSchema", [Option("name", str, MISSING, one_of(REGIMES))])},
         "loss": {name: option_schema("loss", name, signature_options(cls)) for name, cls in LOSSES.items()},
         "regularizer": {
             "none": option_schema("regularizer", "none", []),

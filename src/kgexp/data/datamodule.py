@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Annotated
 
 import pytorch_lightning as pl
 import torch
@@ -15,9 +16,13 @@ from kgexp.data.download import resolve_cache_dir
 from kgexp.data.filter_index import FilterIndex
 from kgexp.data.graph import KnowledgeGraph, load_graph
 from kgexp.data.registry import get_spec
-from kgexp.options import Count, checked
+from kgexp.options import Count, OneOf, checked
 from kgexp.runtime.shards import derive_seed, shard_bounds
 from kgexp.sides import HEAD, TAIL
+
+#: What training batches hold: training triples (with their subsampling weights), or the distinct
+#: training queries ``[anchor, relation, side code]`` (KvsAll).
+EXAMPLES = ("triples", "queries")
 
 # ShardedBatches position themselves by the restored global step: resuming mid-epoch is exact, though
 # Lightning cannot tell (the loader has no state_dict of its own).
@@ -94,14 +99,18 @@ def subsampling_weights(train: Tensor, known: FilterIndex) -> Tensor:
     return counts.double().rsqrt().float()
 
 
-@checked("dataset", keys={"batch_size": "data.batch_size", "eval_batch_size": "data.eval_batch_size"})
+@checked(
+    "dataset",
+    keys={"batch_size": "data.batch_size", "eval_batch_size": "data.eval_batch_size", "examples": "regime"},
+)
 class KGDataModule(pl.LightningDataModule):
     """Loads a dataset once, serves seeded, reshuffled training batches and query batches, each rank of a
     DDP run its own shard (:class:`ShardedBatches`; ``trainer.use_distributed_sampler`` stays off).
     Training batches follow the trainer's global step, so they resume exactly mid-epoch.
 
     ``filter_index`` holds every known triple (train, valid and test) for filtered ranking;
-    ``train_index`` holds the training triples, for filtered negative sampling.
+    ``train_index`` holds the training triples, for filtered negative sampling and KvsAll's labels.
+    ``examples`` is what a training batch holds (:data:`EXAMPLES`; the regime decides it).
     """
 
     def __init__(
@@ -113,6 +122,7 @@ class KGDataModule(pl.LightningDataModule):
         batch_size: Count = 1024,
         eval_batch_size: Count = 256,
         seed: int = 0,
+        examples: Annotated[str, OneOf(EXAMPLES)] = "triples",
     ):
         super().__init__()
         if path is None and name == "custom":
@@ -124,6 +134,7 @@ class KGDataModule(pl.LightningDataModule):
             get_spec(name)
         self.name, self.path, self.drop_unseen, self.cache_dir = name, path, drop_unseen, cache_dir
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.examples = examples
         self.graph: KnowledgeGraph | None = None
         self.filter_index: FilterIndex | None = None
 
@@ -152,12 +163,14 @@ class KGDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         steps_done = (lambda: self.trainer.global_step) if self.trainer is not None else (lambda: 0)
+        if self.examples == "queries":
+            dataset = TripleBatches(self.train_index.distinct_queries())
+        else:
+            dataset = TripleBatches(self.graph.train, self.train_weights)
         batches = ShardedBatches(
-            len(self.graph.train), self.batch_size, True, self.seed, *self._rank(), steps_done=steps_done
+            len(dataset), self.batch_size, True, self.seed, *self._rank(), steps_done=steps_done
         )
-        return DataLoader(
-            TripleBatches(self.graph.train, self.train_weights), sampler=batches, batch_size=None
-        )
+        return DataLoader(dataset, sampler=batches, batch_size=None)
 
     def _queries(self, triples: Tensor) -> DataLoader:
         rank, world_size = self._rank()

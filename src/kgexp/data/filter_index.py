@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from kgexp.data.csr import distinct_pairs, offsets_of
-from kgexp.sides import HEAD, TAIL, Side
+from kgexp.sides import BOTH_SIDES, HEAD, SIDE_CODES, TAIL, Side
 
 
 class SideIndex:
@@ -98,3 +98,13 @@ class FilterIndex:
         for index in self.sides.values():
             index.to(device)
         return self
+
+    def distinct_queries(self) -> Tensor:
+        """``(n, 3)`` int64 rows ``[anchor, relation, side code]``: every distinct query of both sides."""
+        parts = []
+        for side in BOTH_SIDES:
+            index = self.sides[side]
+            keys = index.query_keys
+            codes = torch.full_like(keys, SIDE_CODES[side])
+            parts.append(torch.stack([keys // index.num_relations, keys % index.num_relations, codes], 1))
+        return torch.cat(parts)

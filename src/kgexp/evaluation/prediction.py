@@ -63,7 +63,7 @@ class Predictor:
         """A model rebuilt from a ``kgexp export`` folder (no known triples: filters need a checkpoint)."""
         folder = Path(folder).expanduser()
         description = json.loads((folder / "model.json").read_text())
-        options = {k: description[k] for k in ("dim", "gamma", "p_norm") if k in description}
+        options = {k: description[k] for k in ("dim", "gamma", "p_norm", "reciprocal") if k in description}
         model = MODELS[description["model"]](
             description["num_entities"], description["num_relations"], **options
         )

@@ -99,6 +99,13 @@ def score_all(queries: torch.Tensor, table: torch.Tensor, kind: int, gamma: floa
     return torch.ops.kgexp.score_all(queries, table, kind, gamma)
 
 
+def score_all_backward(
+    grad: torch.Tensor, queries: torch.Tensor, table: torch.Tensor, kind: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients for ``queries`` and ``table`` of ``score_all``'s scores, given their gradient ``grad``."""
+    return torch.ops.kgexp.score_all_backward(grad, queries, table, kind)
+
+
 def rank_modulus(
     queries: torch.Tensor,
     table: torch.Tensor,

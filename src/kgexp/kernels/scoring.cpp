@@ -9,6 +9,9 @@
 //   score_each_backward  gradients for the queries and the whole table (rows grouped per entity by a
 //                        counting sort, so each table row is written by one thread: no atomics, and the
 //                        result does not depend on the number of threads)
+//   score_all_backward   gradients of (B, N) all-candidate scores (1vsAll, KvsAll) for the queries and
+//                        the candidates: candidate rows split over threads, each thread adding its
+//                        query gradients into its own buffer, so no (B, N, width) tensor and no atomics
 //   score_mutated        (B, 1 + K) scores against EMU-mutated candidates: column 0 of ids is the
 //                        positive; each coordinate of a negative is kept with probability levels / 2^16
 //                        and otherwise copied from the positive. The mask bits are a hash of (seeds,
@@ -217,6 +220,32 @@ std::tuple<at::Tensor, at::Tensor> score_each_backward(const at::Tensor& grad_in
   return {partial.sum(0), grad_table};
 }
 
+std::tuple<at::Tensor, at::Tensor> score_all_backward(const at::Tensor& grad_in, const at::Tensor& queries_in,
+                                                      const at::Tensor& table_in, int64_t kind) {
+  check_inputs(queries_in, table_in);
+  const auto queries = queries_in.contiguous(), table = table_in.contiguous();
+  const auto grad = grad_in.to(at::kFloat).t().contiguous();  // (N, B): a candidate's coefficients in a row
+  const int64_t batch = queries.size(0), width = queries.size(1), rows = table.size(0);
+  auto partial = at::zeros({at::get_num_threads(), batch, width}, queries.options());
+  auto grad_table = at::zeros_like(table);
+  const float *q = queries.data_ptr<float>(), *t = table.data_ptr<float>(), *g = grad.data_ptr<float>();
+  float *gp = partial.data_ptr<float>(), *gt = grad_table.data_ptr<float>();
+  dispatch_kind(kind, [&](auto k) {
+    constexpr int64_t KIND = decltype(k)::value;
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      float* gq = gp + at::get_thread_num() * batch * width;
+      for (int64_t r = begin; r < end; ++r) {
+        const float* c = t + r * width;
+        const float* coefs = g + r * batch;
+        for (int64_t b = 0; b < batch; ++b) {
+          if (coefs[b] != 0.0f) add_pair_grads<KIND>(q + b * width, c, width, coefs[b], gt + r * width, gq + b * width);
+        }
+      }
+    });
+  });
+  return {partial.sum(0), grad_table};
+}
+
 // EMU: scores of queries against mutated candidates. ids: (B, 1 + K), column 0 the positive, which is
 // scored unmutated.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> score_mutated(const at::Tensor& queries_in, const at::Tensor& table_in,
@@ -329,6 +358,7 @@ std::tuple<at::Tensor, at::Tensor> score_mutated_backward(const at::Tensor& grad
 TORCH_LIBRARY_FRAGMENT(kgexp, m) {
   m.def("score_each(Tensor queries, Tensor table, Tensor ids, int kind, float gamma) -> (Tensor, Tensor, Tensor)");
   m.def("score_each_backward(Tensor grad, Tensor queries, Tensor table, Tensor order, Tensor offsets, int kind) -> (Tensor, Tensor)");
+  m.def("score_all_backward(Tensor grad, Tensor queries, Tensor table, int kind) -> (Tensor, Tensor)");
   m.def("score_mutated(Tensor queries, Tensor table, Tensor ids, int kind, float gamma, int seed_a, int seed_b, int levels, bool shared) -> (Tensor, Tensor, Tensor)");
   m.def("score_mutated_backward(Tensor grad, Tensor queries, Tensor table, Tensor ids, Tensor order, Tensor offsets, int kind, int seed_a, int seed_b, int levels, bool shared) -> (Tensor, Tensor)");
 }
@@ -336,6 +366,7 @@ TORCH_LIBRARY_FRAGMENT(kgexp, m) {
 TORCH_LIBRARY_IMPL(kgexp, CPU, m) {
   m.impl("score_each", &kgexp::score_each);
   m.impl("score_each_backward", &kgexp::score_each_backward);
+  m.impl("score_all_backward", &kgexp::score_all_backward);
   m.impl("score_mutated", &kgexp::score_mutated);
   m.impl("score_mutated_backward", &kgexp::score_mutated_backward);
 }

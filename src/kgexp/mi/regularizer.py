@@ -92,10 +92,10 @@ class MutualInformation(nn.Module):
     # -- pieces ---------------------------------------------------------------------------------
     def compose(self, model: KGEModel, anchors: Tensor, relations: Tensor, side: Side) -> Tensor:
         """The unprojected query of each positive: the model's own query vector, or ``[anchor; r]``."""
-        anchor, relation = model.entity(anchors), model.relation(relations)
         if self.composition == "model":
-            return model.query(anchor, relation, side)
-        return torch.cat([anchor, relation] if side == TAIL else [relation, anchor], dim=-1)
+            return model.embed_query(anchors, relations, side)
+        anchor, relation = model.entity(anchors), model.relation(model.relation_rows(relations, side))
+        return torch.cat([anchor, relation] if model.query_side(side) == TAIL else [relation, anchor], dim=-1)
 
     def keys(self, direction: str, entities: Tensor) -> Tensor:
         if self.detach_keys:

@@ -4,6 +4,10 @@ A model turns the kept entity and the relation of a query into a *query vector* 
 candidate entities against it (``compare_all`` for a shared candidate set, ``compare_each`` for per-query
 candidate sets). Everything else (triples, all-entity ranking, negatives, mutated negatives) is built on
 those three methods, so every use of a model scores the same way.
+
+With ``reciprocal`` relations (Lacroix et al. 2018) the relation table has ``2R`` rows and a head query
+``(?, r, t)`` is the tail query ``(t, r + R, ?)``: :meth:`KGEModel.embed_query` is the one place that
+maps it, so training, evaluation, MI-KGE and prediction all answer head queries that way.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ class KGEModel(nn.Module, ABC):
     ``dim`` is the model's embedding dimension: real coordinates for TransE and DistMult, complex
     coordinates for ComplEx and RotatE, whose entities are stored as ``[real | imaginary]`` halves of
     width ``2 * dim``. Parameters are initialised ``U(-a, a)`` with ``a = init_range`` or, by default, the
-    reference recipe's ``(gamma + 2) / dim``.
+    reference recipe's ``(gamma + 2) / dim``. ``reciprocal`` adds an inverse row per relation (see the
+    module docstring); ``num_relations`` stays the number of the graph's relations.
     """
 
     name: str
@@ -44,14 +49,17 @@ class KGEModel(nn.Module, ABC):
         dim: Count,
         gamma: float = 24.0,
         init_range: PositiveFloat | None = None,
+        reciprocal: bool = False,
     ):
         super().__init__()
         self.num_entities, self.num_relations, self.dim = num_entities, num_relations, dim
+        self.reciprocal = reciprocal
         self.gamma = float(gamma)
         self.embedding_range = float(init_range) if init_range is not None else (self.gamma + 2.0) / dim
         check("model.init_range (the default (gamma + 2) / dim)", POSITIVE, self.embedding_range)
         self.entity = nn.Embedding(num_entities, self.entity_factor * dim)
-        self.relation = nn.Embedding(num_relations, self.relation_factor * dim)
+        rows = 2 * num_relations if reciprocal else num_relations
+        self.relation = nn.Embedding(rows, self.relation_factor * dim)
         for table in (self.entity, self.relation):
             nn.init.uniform_(table.weight, -self.embedding_range, self.embedding_range)
 
@@ -69,8 +77,21 @@ class KGEModel(nn.Module, ABC):
         """Scores ``(B, K)`` of ``(B, width)`` queries against per-query ``(B, K, width)`` candidates."""
 
     # -- built on the contract ------------------------------------------------------------------
+    def relation_rows(self, relation_ids: Tensor, side: Side) -> Tensor:
+        """The relation-table rows a query of ``side`` reads: ``r + R`` for head queries when reciprocal."""
+        return relation_ids + self.num_relations if self.reciprocal and side != TAIL else relation_ids
+
+    def query_side(self, side: Side) -> Side:
+        """The side the scorer computes: a reciprocal model answers every query as a tail query."""
+        return TAIL if self.reciprocal else side
+
     def embed_query(self, anchor_ids: Tensor, relation_ids: Tensor, side: Side) -> Tensor:
-        return self.query(self.entity(anchor_ids), self.relation(relation_ids), side)
+        relation = self.relation(self.relation_rows(relation_ids, side))
+        return self.query(self.entity(anchor_ids), relation, self.query_side(side))
+
+    def score_all(self, queries: Tensor) -> Tensor:
+        """Scores ``(B, E)`` of queries against every entity (differentiable: 1vsAll and KvsAll use it)."""
+        return self.compare_all(queries, self.entity.weight)
 
     def score_ids(self, queries: Tensor, candidate_ids: Tensor) -> Tensor:
         """Scores ``(B, K)`` of queries against per-query candidates given by id ``(B, K)``.
@@ -116,7 +137,7 @@ class KGEModel(nn.Module, ABC):
 
     def hyperparameters(self) -> dict[str, float | int | str]:
         """What an export needs to rebuild the scoring function."""
-        return {"model": self.name, "dim": self.dim, "gamma": self.gamma}
+        return {"model": self.name, "dim": self.dim, "gamma": self.gamma, "reciprocal": self.reciprocal}
 
 
 class BilinearModel(KGEModel):
@@ -154,14 +175,57 @@ class DistanceModel(KGEModel):
 
     def compare_all(self, queries: Tensor, candidates: Tensor) -> Tensor:
         """Without gradients on the CPU, a fused kernel scores cache-sized tiles of queries x candidates;
-        otherwise chunks of candidates bound the ``(queries, chunk, width)`` intermediate."""
+        otherwise chunks of candidates bound the ``(queries, chunk, width)`` intermediate. With gradients
+        the chunks are recomputed in the backward pass (:class:`ChunkedScores`), so memory stays at the
+        ``(B, N)`` scores however many candidates there are."""
         needs_grad = torch.is_grad_enabled() and (queries.requires_grad or candidates.requires_grad)
-        if not needs_grad and kernels.usable(queries, candidates):
+        if needs_grad:
+            return ChunkedScores.apply(self, queries, candidates)
+        if kernels.usable(queries, candidates):
             return kernels.score_all(queries, candidates, self.scorer_kind, self.gamma)
-        width = queries.shape[-1]
-        chunk = max(1, self.chunk_elements // max(1, len(queries) * width))
+        return self.gamma - self.chunked_distances(queries, candidates)
+
+    def candidate_chunk(self, queries: Tensor) -> int:
+        """Candidates per chunk: ``chunk_elements`` bounds the ``(queries, chunk, width)`` intermediate."""
+        return max(1, self.chunk_elements // max(1, len(queries) * queries.shape[-1]))
+
+    def chunked_distances(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        """Distances ``(B, N)``, a chunk of candidates at a time."""
+        chunk = self.candidate_chunk(queries)
         out = queries.new_empty(len(queries), len(candidates))
         for start in range(0, len(candidates), chunk):
             block = candidates[start : start + chunk]
             out[:, start : start + len(block)] = self.distance(queries.unsqueeze(1), block.unsqueeze(0))
-        return self.gamma - out
+        return out
+
+
+class ChunkedScores(torch.autograd.Function):
+    """All-candidate scores of a distance model whose backward pass never holds the ``(B, N, width)``
+    differences: on the CPU (float32) one fused kernel computes both gradients; elsewhere the distances
+    are recomputed one chunk of candidates at a time (a checkpoint per chunk)."""
+
+    @staticmethod
+    def forward(ctx, model: DistanceModel, queries: Tensor, candidates: Tensor) -> Tensor:
+        ctx.model = model
+        ctx.save_for_backward(queries, candidates)
+        with torch.no_grad():
+            return model.compare_all(queries.detach(), candidates.detach())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, Tensor]:
+        queries, candidates = ctx.saved_tensors
+        model = ctx.model
+        if kernels.usable(queries, candidates, grad):
+            return None, *kernels.score_all_backward(grad, queries, candidates, model.scorer_kind)
+        grad_queries, grad_candidates = torch.zeros_like(queries), torch.zeros_like(candidates)
+        chunk = model.candidate_chunk(queries)
+        with torch.enable_grad():
+            q = queries.detach().requires_grad_()
+            for start in range(0, len(candidates), chunk):
+                block = candidates[start : start + chunk].detach().requires_grad_()
+                distances = model.distance(q.unsqueeze(1), block.unsqueeze(0))
+                # scores = gamma - distances: the gradient of the distances is -grad
+                dq, dc = torch.autograd.grad(distances, (q, block), -grad[:, start : start + len(block)])
+                grad_queries += dq
+                grad_candidates[start : start + len(block)] = dc
+        return None, grad_queries, grad_candidates

@@ -27,9 +27,10 @@ class TransE(DistanceModel):
         dim: Count,
         gamma: float = 24.0,
         init_range: PositiveFloat | None = None,
+        reciprocal: bool = False,
         p_norm: Annotated[int, OneOf((1, 2))] = 1,
     ):
-        super().__init__(num_entities, num_relations, dim, gamma, init_range)
+        super().__init__(num_entities, num_relations, dim, gamma, init_range, reciprocal)
         self.p_norm = p_norm
         self.scorer_kind = kernels.L1 if p_norm == 1 else kernels.L2
 

@@ -24,6 +24,7 @@ from kgexp.training.emu import EMU
 from kgexp.training.losses import Loss
 from kgexp.training.negatives import Corruption, NegativeSampling, SamplerSetup
 from kgexp.training.optim import OptimizerSwitch, build_optimizer
+from kgexp.training.regimes import KvsAll, OneVsAll, RegimeStep, regularized_rows
 from kgexp.training.regularizers import NormRegularizer
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,11 @@ warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed 
 
 @checked("")
 class LinkPredictionModule(pl.LightningModule):
-    """Trains a :class:`KGEModel` on negatives and evaluates filtered ranks on both sides.
+    """Trains a :class:`KGEModel` and evaluates filtered ranks on both sides.
 
-    Optional parts: EMU (``emu``) replaces the loss on the negatives; MI-KGE (``mi``) adds a weighted
-    mutual-information term.
+    The KGE loss comes from sampled ``negatives`` (negative sampling, where EMU (``emu``) may replace the
+    loss on the negatives) or from an all-entity ``regime`` (1vsAll, KvsAll; ``negatives`` is then
+    ``None``). MI-KGE (``mi``) adds a weighted mutual-information term under any regime.
 
     The filter indices come from the datamodule (``trainer.datamodule``); the vocabularies are stored in
     checkpoints so that a checkpoint is enough to export or query a model.
@@ -47,7 +49,7 @@ class LinkPredictionModule(pl.LightningModule):
     def __init__(
         self,
         model: KGEModel,
-        negatives: NegativeSampling,
+        negatives: NegativeSampling | None,
         loss: Loss,
         regularizer: NormRegularizer | None,
         optimizer: dict[str, Any],
@@ -56,9 +58,13 @@ class LinkPredictionModule(pl.LightningModule):
         mi: MutualInformation | None = None,
         seed: Annotated[int, Range(0, 2**32 - 1)] = 0,
         nonfinite: Annotated[str, OneOf(NONFINITE)] = "stop",
+        regime: OneVsAll | KvsAll | None = None,
     ):
         super().__init__()
+        if (negatives is None) == (regime is None):
+            raise ValueError("regime: train with sampled negatives or with an all-entity regime, not both")
         self.model, self.negatives, self.loss, self.regularizer = model, negatives, loss, regularizer
+        self.regime = regime
         self.optimizer_config, self.switch, self.emu, self.seed = optimizer, switch, emu, seed
         self.mi = mi  # a submodule: its heads train with the model; ranking never uses them
         self.nonfinite = nonfinite
@@ -76,7 +82,7 @@ class LinkPredictionModule(pl.LightningModule):
         self.vocabulary = {"entities": graph.entities, "relations": graph.relations}
         self.filter_index, self.train_index = datamodule.filter_index, datamodule.train_index
         self.train_triples = graph.train
-        if stage == "fit":
+        if stage == "fit" and self.negatives is not None:
             self.negatives.fit(SamplerSetup(graph, datamodule.cache_root, self.seed))
 
     def _move_indices(self) -> None:
@@ -117,22 +123,20 @@ class LinkPredictionModule(pl.LightningModule):
         self._move_indices()
 
     # -- training -------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        triples, weights = batch
-        corruptions = self.negatives.corrupt(
-            triples, self.global_step, self.model.num_entities, self.train_index, self.generator, self.model
-        )
-        total = triples.new_zeros((), dtype=torch.float32)
-        for corruption in corruptions:
-            part = self._corruption_loss(triples[corruption.rows], weights[corruption.rows], corruption)
-            total = total + part * len(corruption.rows)
-        terms = {"loss": total / sum(len(c.rows) for c in corruptions)}
+    def training_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        sampled = None
+        if self.regime is None:
+            step, sampled = self._negative_sampling_step(*batch)
+        elif isinstance(self.regime, KvsAll):
+            step = self.regime.step(self.model, self.loss, batch, self.train_index, self.generator)
+        else:
+            step = self.regime.step(self.model, self.loss, batch[0])
+        terms = {"loss": step.loss}
         if self.mi is not None:
-            sampled = {c.side: (c.rows, c.negatives) for c in corruptions}
-            mutual_information = self.mi(self.model, triples, self.train_index, sampled)
+            mutual_information = self.mi(self.model, step.positives, self.train_index, sampled)
             terms["mi"] = self.mi.weight * mutual_information
         if self.regularizer is not None:
-            terms["regularization"] = self.regularizer(self.model, triples)
+            terms["regularization"] = self.regularizer(self.model, step.regularized)
         loss = sum(terms.values())
         if not torch.isfinite(loss):
             return self._nonfinite("loss", terms)
@@ -180,6 +184,23 @@ class LinkPredictionModule(pl.LightningModule):
                 optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
             self._nonfinite("gradient norm", bad)
 
+    def _negative_sampling_step(
+        self, triples: Tensor, weights: Tensor
+    ) -> tuple[RegimeStep, dict[Side, tuple[Tensor, Tensor]]]:
+        """The loss over sampled negatives, and the negatives per side (MI-KGE's ``extra_negatives``)."""
+        corruptions = self.negatives.corrupt(
+            triples, self.global_step, self.model.num_entities, self.train_index, self.generator, self.model
+        )
+        total = triples.new_zeros((), dtype=torch.float32)
+        regularized = []
+        for corruption in corruptions:
+            part = self._corruption_loss(triples[corruption.rows], weights[corruption.rows], corruption)
+            total = total + part * len(corruption.rows)
+            regularized.append(regularized_rows(self.model, triples[corruption.rows], corruption.side))
+        loss = total / sum(len(c.rows) for c in corruptions)
+        sampled = {c.side: (c.rows, c.negatives) for c in corruptions}
+        return RegimeStep(loss, triples, torch.cat(regularized)), sampled
+
     def _corruption_loss(self, positives: Tensor, weights: Tensor, corruption: Corruption) -> Tensor:
         """Loss of positives corrupted on one side: scores of [target, negatives] per positive."""
         model, side = self.model, corruption.side
@@ -204,7 +225,8 @@ class LinkPredictionModule(pl.LightningModule):
         return self.emu.loss(scores, self.emu.mutate.scores(model, queries, candidate_ids, self.generator))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.negatives.sampler.synchronize()
+        if self.negatives is not None:
+            self.negatives.sampler.synchronize()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.switch is not None:
@@ -249,7 +271,7 @@ class LinkPredictionModule(pl.LightningModule):
             "format": checkpointing.FORMAT,
             "version": package_version(),
             "vocabulary": self.vocabulary,
-            "sampler": self.negatives.sampler.state_dict(),
+            "sampler": self.negatives.sampler.state_dict() if self.negatives is not None else {},
             "skipped_batches": self.skipped_batches,
             "generators": self._generator_states(),
         }
@@ -261,7 +283,8 @@ class LinkPredictionModule(pl.LightningModule):
         self.vocabulary = state.get("vocabulary")
         self.skipped_batches = state.get("skipped_batches", 0)
         self._generators_to_load = state.get("generators")
-        self.negatives.sampler.load_state_dict(state.get("sampler", {}))
+        if self.negatives is not None:
+            self.negatives.sampler.load_state_dict(state.get("sampler", {}))
         if self.switch is not None:
             self.switch.switched = state.get("switched", False)
 
