@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -17,6 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from kgexp.config import register_schemas
 from kgexp.data.graph import KnowledgeGraph
 from kgexp.training.negatives import SamplerSetup
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 os.environ.setdefault("KGEXP_CACHE_DIR", tempfile.mkdtemp(prefix="kgexp-test-cache-"))
 os.environ["WANDB_MODE"] = "disabled"  # the one test that reads W&B records turns it on (offline)
@@ -61,6 +65,27 @@ def sampler_setup(
     relations = [f"r{i}" for i in range(num_relations)]
     graph = KnowledgeGraph("toy", entities, relations, splits, fingerprint)
     return SamplerSetup(graph, cache_dir, seed)
+
+
+def quiet_trainer(max_steps: int, root: Path, *callbacks: pl.Callback, **options) -> pl.Trainer:
+    """A CPU Trainer with no logger, checkpoints, progress bar, model summary or validation, for few steps."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        callbacks=list(callbacks),
+        **options,
+    )
 
 
 def compose_config(

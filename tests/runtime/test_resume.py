@@ -63,7 +63,8 @@ def test_a_stopped_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed == uninterrupted  # bit-identical on CPU
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
-    assert json.loads((run_dir / "run_info.json").read_text())["resumed_from"] == "last"
+    resumed_from = Path(json.loads((run_dir / "run_info.json").read_text())["resumed_from"])
+    assert resumed_from.resolve() == (run_dir / "checkpoints" / "last.ckpt").resolve()
 
 
 def test_a_ddp_run_stopped_by_sigterm_resumes_exactly(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_config, write_toy_dataset
+from conftest import compose_config, quiet_trainer, write_toy_dataset
 from probes import count_calls_of
 
 from kgexp import kernels
@@ -74,20 +74,7 @@ class StepLosses(pl.Callback):
 
 
 def fit(module: LinkPredictionModule, datamodule: KGDataModule, root: Path, steps: int, *callbacks) -> None:
-    trainer = pl.Trainer(
-        max_steps=steps,
-        max_epochs=-1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=str(root),
-        callbacks=list(callbacks),
-    )
+    trainer = quiet_trainer(steps, root, *callbacks)
     trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == steps
 

@@ -188,9 +188,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             plugins=[AtomicCheckpointIO()],
             default_root_dir=str(output_dir),
         )
+        resume = resume_path(cfg)  # ckpt_path=last before the first last.ckpt: a fresh start
+        if resume is not None:
+            log.info("resuming from %s", resume)
         try:
             with sigint_as_sigterm():
-                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+                trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if not best:
                 log.warning("no validation checkpoint was saved: evaluating the final weights")
@@ -209,7 +212,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             startup_s=times.startup_s,
             time=times.summary(),
             best_checkpoint=best or None,
-            resumed_from=cfg.get("ckpt_path"),
+            resumed_from=str(resume) if resume else None,
             global_step=trainer.global_step,
             dataset=graph.summary(),
         )
