@@ -326,3 +326,19 @@ def test_a_resumed_job_groups_with_the_jobs_that_ran_in_one_go(tmp_path):
     rows = write_report(find_jobs([tmp_path]), tmp_path / "report")
     assert [(row["model"], row["test/mrr mean"]) for row in rows] == [("distmult", pytest.approx(0.31))]
     assert "ckpt_path" not in rows[0]
+
+
+def test_a_group_only_some_jobs_override_is_labelled_from_the_others_configs(tmp_path):
+    """``regime=KvsAll`` beside runs whose experiment sets 1vsAll: those rows say 1vsAll, not blank."""
+    jobs = [
+        ("0", ["experiment=codex-s/1vsAll", "model=complex"], "1vsAll", 0.47),
+        ("1", ["experiment=codex-s/1vsAll", "model=complex", "regime=KvsAll"], "KvsAll", 0.44),
+    ]
+    for name, overrides, regime, mrr in jobs:
+        names = {"dataset": "codex-s", "model": "complex", "regime": regime}
+        make_job(tmp_path / "runs", name, overrides, metrics(mrr, 0.6), names=names)
+    rows = write_report(find_jobs([tmp_path / "runs"]), tmp_path)
+    assert {row["regime"]: row["test/mrr mean"] for row in rows} == {
+        "1vsAll": pytest.approx(0.47),
+        "KvsAll": pytest.approx(0.44),
+    }

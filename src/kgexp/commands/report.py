@@ -155,6 +155,9 @@ def job_labels(job: Job, columns: dict[str, list[str]]) -> dict[str, str]:
                 labels[column] = value
             else:
                 labels.setdefault(column, option if column == group else job.names[column])
+    for column in {c for shown in columns.values() for c in shown} - labels.keys():
+        if column in job.names:  # a group this job leaves to its config (an experiment's, a default)
+            labels[column] = job.names[column]
     return labels
 
 
