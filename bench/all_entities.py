@@ -27,7 +27,7 @@ import torch
 from kgexp.data.filter_index import FilterIndex
 from kgexp.models import MODELS
 from kgexp.training.losses import SoftmaxCrossEntropy
-from kgexp.training.regimes import ALL_ENTITY_REGIMES, KvsAll
+from kgexp.training.regimes import ALL_ENTITY_REGIMES
 from kgexp.training.regularizers import NormRegularizer
 
 YAGO3_10 = (123_182, 1_079_040, 37)
@@ -56,10 +56,7 @@ def run_once(args: argparse.Namespace, model_name: str, regime_name: str) -> dic
     for step in range(args.warmup + args.steps):
         batch = examples[order[step * args.batch : (step + 1) * args.batch]]
         started = time.perf_counter()
-        if isinstance(regime, KvsAll):
-            result = regime.step(model, loss, batch, index, generator)
-        else:
-            result = regime.step(model, loss, batch)
+        result = regime.step(model, loss, batch, index, generator)
         total = result.loss + regularizer(model, result.regularized)
         optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -17,7 +17,7 @@ from kgexp.training.losses import LOSSES
 from kgexp.training.module import LinkPredictionModule
 from kgexp.training.negatives import BASE_SAMPLERS, NegativeSampling
 from kgexp.training.optim import SCHEDULES, build_optimizer
-from kgexp.training.regimes import ALL_ENTITY_REGIMES, NEGATIVE_SAMPLING, REGIMES, KvsAll, OneVsAll
+from kgexp.training.regimes import ALL_ENTITY_REGIMES, NEGATIVE_SAMPLING, REGIMES, AllEntityRegime
 from kgexp.training.regularizers import REGULARIZERS
 
 NONE = "none"
@@ -88,7 +88,7 @@ def build_negatives(cfg: DictConfig) -> tuple[NegativeSampling, EMU | None]:
     return NegativeSampling(sampler, imposed_sides or requested_sides), emu
 
 
-def build_regime(cfg: DictConfig) -> OneVsAll | KvsAll | None:
+def build_regime(cfg: DictConfig) -> AllEntityRegime | None:
     """The all-entity regime of ``cfg.regime`` (``None``: negative sampling), checked against the sampler,
     the loss and MI-KGE's options before any work starts."""
     name, sampler = regime_name(cfg), cfg.sampler.name

@@ -24,7 +24,7 @@ from kgexp.training.emu import EMU
 from kgexp.training.losses import Loss
 from kgexp.training.negatives import Corruption, NegativeSampling, SamplerSetup
 from kgexp.training.optim import OptimizerSwitch, build_optimizer
-from kgexp.training.regimes import KvsAll, OneVsAll, RegimeStep, regularized_rows
+from kgexp.training.regimes import AllEntityRegime, RegimeStep, regularized_rows
 from kgexp.training.regularizers import NormRegularizer
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class LinkPredictionModule(pl.LightningModule):
         mi: MutualInformation | None = None,
         seed: Annotated[int, Range(0, 2**32 - 1)] = 0,
         nonfinite: Annotated[str, OneOf(NONFINITE)] = "stop",
-        regime: OneVsAll | KvsAll | None = None,
+        regime: AllEntityRegime | None = None,
     ):
         super().__init__()
         if (negatives is None) == (regime is None):
@@ -127,10 +127,9 @@ class LinkPredictionModule(pl.LightningModule):
         sampled = None
         if self.regime is None:
             step, sampled = self._negative_sampling_step(*batch)
-        elif isinstance(self.regime, KvsAll):
-            step = self.regime.step(self.model, self.loss, batch, self.train_index, self.generator)
-        else:
-            step = self.regime.step(self.model, self.loss, batch[0])
+        else:  # training triples come with their subsampling weights, which the regimes do not use
+            examples = batch[0] if isinstance(batch, tuple | list) else batch
+            step = self.regime.step(self.model, self.loss, examples, self.train_index, self.generator)
         terms = {"loss": step.loss}
         if self.mi is not None:
             mutual_information = self.mi(self.model, step.positives, self.train_index, sampled)

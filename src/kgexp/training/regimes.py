@@ -52,7 +52,8 @@ class OneVsAll:
 
     name = "1vsAll"
 
-    def step(self, model: KGEModel, loss: Loss, triples: Tensor, **_: object) -> RegimeStep:
+    def step(self, model: KGEModel, loss: Loss, triples: Tensor, *_: object) -> RegimeStep:
+        """The batch's loss; the training index and generator that KvsAll takes are not needed."""
         queries, targets, regularized = [], [], []
         for side in (TAIL, HEAD):
             anchors, relations, answers = split_query(triples, side)
@@ -102,4 +103,6 @@ class KvsAll:
         return RegimeStep(value, torch.cat(positives), torch.cat(regularized))
 
 
-ALL_ENTITY_REGIMES: dict[str, type[OneVsAll | KvsAll]] = {"1vsAll": OneVsAll, "KvsAll": KvsAll}
+#: An all-entity regime: ``step(model, loss, examples, train_index, generator)``.
+AllEntityRegime = OneVsAll | KvsAll
+ALL_ENTITY_REGIMES: dict[str, type[AllEntityRegime]] = {"1vsAll": OneVsAll, "KvsAll": KvsAll}
