@@ -108,8 +108,8 @@ def build_regime(cfg: DictConfig) -> AllEntityRegime | None:
             f"drop sampler={sampler} (regime={name} sets sampler=none)"
         )
     loss = LOSSES.get(cfg.loss.name)
-    if loss is not None and not loss.all_entity_scores:
-        fitting = " or ".join(n for n, cls in LOSSES.items() if cls.all_entity_scores)
+    if loss is not None and not loss.has_all_entity_form():
+        fitting = " or ".join(n for n, cls in LOSSES.items() if cls.has_all_entity_form())
         raise ValueError(f"loss.name: regime={name} trains with {fitting}, not {cfg.loss.name!r}")
     mi = cfg.get("mi")
     if mi is not None and mi.name != NONE and mi.get("extra_negatives") == "kge":

@@ -33,9 +33,6 @@ def weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
 class Loss(ABC):
     """A training loss; ``weights`` are per-positive subsampling weights, used where the loss says so."""
 
-    #: Whether :meth:`all_entities` is defined (the losses of 1vsAll and KvsAll).
-    all_entity_scores = False
-
     @abstractmethod
     def __call__(self, positive: Tensor, negative: Tensor, weights: Tensor | None = None) -> Tensor: ...
 
@@ -44,12 +41,16 @@ class Loss(ABC):
         (query, answer) pairs, at least one per row. The dense label matrix is never built."""
         raise NotImplementedError(f"{type(self).__name__} has no all-entity form")
 
+    @classmethod
+    def has_all_entity_form(cls) -> bool:
+        """Whether the loss defines :meth:`all_entities` (the losses 1vsAll and KvsAll can train with)."""
+        return cls.all_entities is not Loss.all_entities
+
 
 def answers_per_row(scores: Tensor, rows: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
     """Per row of ``scores``: the sum of ``values`` at its answers, and how many answers it has."""
     total = scores.new_zeros(len(scores)).index_add(0, rows, values)
-    count = scores.new_zeros(len(scores)).index_add(0, rows, torch.ones_like(values))
-    return total, count
+    return total, torch.bincount(rows, minlength=len(scores)).to(scores.dtype)
 
 
 @checked("loss")
@@ -60,8 +61,6 @@ class SoftmaxCrossEntropy(Loss):
     Over all entities (1vsAll, KvsAll; LibKGE's ``kl`` loss) a query's ``k`` answers share ``1 - eps`` and
     the other ``E - k`` entities share ``eps``.
     """
-
-    all_entity_scores = True
 
     def __init__(self, label_smoothing: Smoothing = 0.0):
         self.label_smoothing = label_smoothing
@@ -129,8 +128,6 @@ class BinaryCrossEntropy(Loss):
     at ``eps = 0``. Over all entities (1vsAll, KvsAll): the mean over all ``Q x E`` scores, as ConvE and
     PyKEEN's LCWA take it.
     """
-
-    all_entity_scores = True
 
     def __init__(self, label_smoothing: Smoothing = 0.0):
         self.label_smoothing = label_smoothing

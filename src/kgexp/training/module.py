@@ -193,9 +193,10 @@ class LinkPredictionModule(pl.LightningModule):
         total = triples.new_zeros((), dtype=torch.float32)
         regularized = []
         for corruption in corruptions:
-            part = self._corruption_loss(triples[corruption.rows], weights[corruption.rows], corruption)
+            positives = triples[corruption.rows]
+            part = self._corruption_loss(positives, weights[corruption.rows], corruption)
             total = total + part * len(corruption.rows)
-            regularized.append(regularized_rows(self.model, triples[corruption.rows], corruption.side))
+            regularized.append(regularized_rows(self.model, positives, corruption.side))
         loss = total / sum(len(c.rows) for c in corruptions)
         sampled = {c.side: (c.rows, c.negatives) for c in corruptions}
         return RegimeStep(loss, triples, torch.cat(regularized)), sampled

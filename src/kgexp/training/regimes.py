@@ -21,8 +21,6 @@ from kgexp.sides import BOTH_SIDES, HEAD, SIDE_CODES, TAIL, Side, split_query
 from kgexp.training.losses import Loss
 
 NEGATIVE_SAMPLING = "negative_sampling"
-#: ``regime=<name>`` -> what the datamodule batches: training triples, or distinct training queries.
-REGIMES: dict[str, str] = {NEGATIVE_SAMPLING: "triples", "1vsAll": "triples", "KvsAll": "queries"}
 
 
 @dataclass
@@ -51,6 +49,7 @@ class OneVsAll:
     """1vsAll: both queries of every triple of the batch against all entities."""
 
     name = "1vsAll"
+    examples = "triples"  # what the datamodule batches
 
     def step(self, model: KGEModel, loss: Loss, triples: Tensor, *_: object) -> RegimeStep:
         """The batch's loss; the training index and generator that KvsAll takes are not needed."""
@@ -72,6 +71,7 @@ class KvsAll:
     with the run's generator."""
 
     name = "KvsAll"
+    examples = "queries"
 
     def step(
         self,
@@ -105,4 +105,9 @@ class KvsAll:
 
 #: An all-entity regime: ``step(model, loss, examples, train_index, generator)``.
 AllEntityRegime = OneVsAll | KvsAll
-ALL_ENTITY_REGIMES: dict[str, type[AllEntityRegime]] = {"1vsAll": OneVsAll, "KvsAll": KvsAll}
+ALL_ENTITY_REGIMES: dict[str, type[AllEntityRegime]] = {cls.name: cls for cls in (OneVsAll, KvsAll)}
+#: ``regime=<name>`` -> what the datamodule batches: training triples, or distinct training queries.
+REGIMES: dict[str, str] = {
+    NEGATIVE_SAMPLING: "triples",
+    **{name: cls.examples for name, cls in ALL_ENTITY_REGIMES.items()},
+}
