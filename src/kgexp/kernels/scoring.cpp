@@ -15,10 +15,11 @@
 //   score_mutated        (B, 1 + K) scores against EMU-mutated candidates: column 0 of ids is the
 //                        positive; each coordinate of a negative is kept with probability levels / 2^16
 //                        and otherwise copied from the positive. The mask bits are a hash of (seeds,
-//                        position), recomputed in the backward instead of stored.
+//                        position), recomputed in the backward instead of stored; each coordinate is
+//                        hashed, blended and scored (or differentiated) in one loop.
 //   score_mutated_backward
 //
-// The forward passes score four pairs of a row at a time (common.h's score_four).
+// score_each scores four pairs of a row at a time (common.h's score_four).
 
 #include <torch/library.h>
 
@@ -94,21 +95,139 @@ struct Mask {
   bool shared;  // one bit per complex coordinate: j and j + width / 2 share it
 };
 
-// The mutated candidate row (keep ? c : positive) and its keep flags, for one (query, negative) pair.
-inline void mutate_row(const Mask& mask, uint64_t pair, const float* __restrict__ c,
-                       const float* __restrict__ positive, int64_t width, float* __restrict__ mutated,
-                       float* __restrict__ keep) {
-  const int64_t mask_width = mask.shared ? width / 2 : width;
-  const uint32_t key =
-      mix32(mix32(static_cast<uint32_t>(pair) ^ mask.seed_a) ^ static_cast<uint32_t>(pair >> 32) ^ mask.seed_b);
-  const uint32_t bits = static_cast<uint32_t>(mask_width);
-#pragma omp simd
-  for (uint32_t j = 0; j < bits; ++j) {  // 32-bit lanes throughout
-    keep[j] = static_cast<float>((mix32(key ^ j) & 0xffffU) < mask.levels);
+// One (query, negative) pair's mask: kept(j) is whether mask bit j keeps the candidate's coordinate (else
+// the positive's is copied). With SHARED, coordinate j + width / 2 reads bit j.
+template <bool SHARED>
+struct PairMask {
+  uint32_t key, levels, half;
+
+  PairMask(const Mask& mask, uint64_t pair, int64_t width)
+      : key(mix32(mix32(static_cast<uint32_t>(pair) ^ mask.seed_a) ^ static_cast<uint32_t>(pair >> 32) ^
+                  mask.seed_b)),
+        levels(mask.levels),
+        half(static_cast<uint32_t>(width / 2)) {}
+
+  inline bool kept(uint32_t j) const {
+    if constexpr (SHARED) j = j >= half ? j - half : j;
+    return (mix32(key ^ j) & 0xffffU) < levels;
   }
-  if (mask.shared) std::copy(keep, keep + mask_width, keep + mask_width);
+};
+
+// Calls body with std::true_type when the mask is shared between complex halves, else std::false_type.
+template <typename F>
+void dispatch_shared(bool shared, F&& body) {
+  if (shared) {
+    body(std::true_type{});
+  } else {
+    body(std::false_type{});
+  }
+}
+
+// The score of a query against a mutated candidate (keep ? c : positive), hashing, blending and scoring each
+// coordinate in one loop without building the mutated row. Both rows are read unconditionally, so the
+// select is a blend of two plain loads (a conditional read compiles to a masked load, several times slower
+// on AMD cores). 32-bit lanes throughout.
+template <int64_t KIND, bool SHARED>
+inline float score_mutated_row(const PairMask<SHARED>& mask, const float* __restrict__ q, const float* __restrict__ c,
+                               const float* __restrict__ positive, int64_t width, float gamma) {
+  const uint32_t n = static_cast<uint32_t>(width);
+  float acc = 0.0f;
+  if constexpr (KIND == MODULUS) {
+    const uint32_t half = n / 2;
+#pragma omp simd reduction(+ : acc)
+    for (uint32_t j = 0; j < half; ++j) {
+      const float own_re = c[j], copied_re = positive[j], own_im = c[j + half], copied_im = positive[j + half];
+      const float re = q[j] - (mask.kept(j) ? own_re : copied_re);
+      const float im = q[j + half] - (mask.kept(j + half) ? own_im : copied_im);
+      acc += std::sqrt(re * re + im * im);
+    }
+    return gamma - acc;
+  } else {
+#pragma omp simd reduction(+ : acc)
+    for (uint32_t j = 0; j < n; ++j) {
+      const float own = c[j], copied = positive[j];
+      const float m = mask.kept(j) ? own : copied;
+      if constexpr (KIND == DOT) {
+        acc += q[j] * m;
+      } else if constexpr (KIND == L1) {
+        acc += std::abs(q[j] - m);
+      } else {
+        const float d = q[j] - m;
+        acc += d * d;
+      }
+    }
+    if constexpr (KIND == DOT) return acc;
+    if constexpr (KIND == L1) return gamma - acc;
+    return gamma - std::sqrt(acc);
+  }
+}
+
+// The gradients of one mutated pair, in one loop for the scorers whose coordinates are independent (L2
+// first sums its norm): d score / d mutated goes to the candidate's row where the mask keeps it
+// (out_c) and to the positive's where it copies (out_p); out_q gets the query's. As add_pair_grads:
+// subgradient 0 where a distance or modulus is 0.
+template <int64_t KIND, bool SHARED>
+inline void add_mutated_pair_grads(const PairMask<SHARED>& mask, const float* __restrict__ q, const float* __restrict__ c,
+                                   const float* __restrict__ positive, int64_t width, float coef,
+                                   float* __restrict__ out_c, float* __restrict__ out_p, float* __restrict__ out_q) {
+  const uint32_t n = static_cast<uint32_t>(width);
+  auto route = [&](uint32_t j, bool kept, float step) {  // d score / d mutated_j = step
+    out_c[j] += kept ? step : 0.0f;
+    out_p[j] += kept ? 0.0f : step;
+  };
+  if constexpr (KIND == DOT) {
 #pragma omp simd
-  for (int64_t j = 0; j < width; ++j) mutated[j] = keep[j] != 0.0f ? c[j] : positive[j];
+    for (uint32_t j = 0; j < n; ++j) {
+      const bool kept = mask.kept(j);
+      const float own = c[j], copied = positive[j];
+      route(j, kept, coef * q[j]);
+      out_q[j] += coef * (kept ? own : copied);
+    }
+  } else if constexpr (KIND == L1) {
+#pragma omp simd
+    for (uint32_t j = 0; j < n; ++j) {
+      const bool kept = mask.kept(j);
+      const float own = c[j], copied = positive[j];
+      const float d = q[j] - (kept ? own : copied);
+      const float step = coef * static_cast<float>((d > 0.0f) - (d < 0.0f));
+      route(j, kept, step);
+      out_q[j] -= step;
+    }
+  } else if constexpr (KIND == L2) {
+    float norm = 0.0f;
+#pragma omp simd reduction(+ : norm)
+    for (uint32_t j = 0; j < n; ++j) {
+      const float own = c[j], copied = positive[j];
+      const float d = q[j] - (mask.kept(j) ? own : copied);
+      norm += d * d;
+    }
+    norm = std::sqrt(norm);
+    if (norm == 0.0f) return;
+    const float scale = coef / norm;
+#pragma omp simd
+    for (uint32_t j = 0; j < n; ++j) {
+      const bool kept = mask.kept(j);
+      const float own = c[j], copied = positive[j];
+      const float step = scale * (q[j] - (kept ? own : copied));
+      route(j, kept, step);
+      out_q[j] -= step;
+    }
+  } else {
+    const uint32_t half = n / 2;
+#pragma omp simd
+    for (uint32_t j = 0; j < half; ++j) {
+      const bool kept_re = mask.kept(j), kept_im = mask.kept(j + half);
+      const float own_re = c[j], copied_re = positive[j], own_im = c[j + half], copied_im = positive[j + half];
+      const float re = q[j] - (kept_re ? own_re : copied_re);
+      const float im = q[j + half] - (kept_im ? own_im : copied_im);
+      const float modulus = std::sqrt(re * re + im * im);
+      const float scale = modulus > 0.0f ? coef / modulus : 0.0f;  // vectorised with -fno-trapping-math
+      route(j, kept_re, scale * re);
+      route(j + half, kept_im, scale * im);
+      out_q[j] -= scale * re;
+      out_q[j + half] -= scale * im;
+    }
+  }
 }
 
 void check_ids(const at::Tensor& ids, int64_t rows, int64_t batch) {
@@ -177,9 +296,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> score_each(const at::Tensor& quer
 
 // The backward walk shared by both scorers: table rows in order, each row's gradient zeroed and then
 // written by one thread; pair(kind, thread, candidate row, its gradient, p, b, coef) adds one pair's.
+// The score gradients are first gathered into the walk's order, in one pass that keeps many loads in
+// flight, so that the walk reads its coefficients in sequence rather than one cache miss at a time.
 template <typename Pair>
-void backward_by_row(int64_t kind, int64_t rows, int64_t width, int64_t count, const float* t, const float* g,
-                     const int64_t* off, const int64_t* ord, float* gt, Pair&& pair) {
+void backward_by_row(int64_t kind, int64_t rows, int64_t width, int64_t count, const float* t,
+                     const at::Tensor& grad, const at::Tensor& order, const int64_t* off, float* gt, Pair&& pair) {
+  const auto in_order = grad.view({-1}).index_select(0, order);
+  const float* g = in_order.data_ptr<float>();
+  const int64_t* ord = order.data_ptr<int64_t>();
   dispatch_kind(kind, [&](auto k) {
     at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
       const int64_t thread = at::get_thread_num();
@@ -188,9 +312,8 @@ void backward_by_row(int64_t kind, int64_t rows, int64_t width, int64_t count, c
         float* out = gt + r * width;
         std::fill(out, out + width, 0.0f);
         for (int64_t s = off[r]; s < off[r + 1]; ++s) {
-          const int64_t p = ord[s];
-          const float coef = g[p];
-          if (coef != 0.0f) pair(k, thread, c, out, p, p / count, coef);
+          const float coef = g[s];
+          if (coef != 0.0f) pair(k, thread, c, out, ord[s], ord[s] / count, coef);
         }
       }
     });
@@ -210,8 +333,8 @@ std::tuple<at::Tensor, at::Tensor> score_each_backward(const at::Tensor& grad_in
   auto grad_table = at::empty_like(table);
   const float* q = queries.data_ptr<float>();
   float* gp = partial.data_ptr<float>();
-  backward_by_row(kind, rows, width, count, table.data_ptr<float>(), grad.data_ptr<float>(),
-                  offsets.data_ptr<int64_t>(), order.data_ptr<int64_t>(), grad_table.data_ptr<float>(),
+  backward_by_row(kind, rows, width, count, table.data_ptr<float>(), grad, order, offsets.data_ptr<int64_t>(),
+                  grad_table.data_ptr<float>(),
                   [&](auto k, int64_t thread, const float* c, float* out, int64_t, int64_t b, float coef) {
                     constexpr int64_t KIND = decltype(k)::value;
                     float* gq = gp + (thread * batch + b) * width;
@@ -260,47 +383,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> score_mutated(const at::Tensor& q
   const Mask mask{static_cast<uint32_t>(seed_a), static_cast<uint32_t>(seed_b), static_cast<uint32_t>(levels), shared};
   auto [order, offsets] = group_by_row(ids, rows);
   auto scores = at::empty({batch, count}, queries.options());
-  // The positives gathered into a (B, width) block: as compact as the queries, unlike their table rows.
-  const auto positives = table.index_select(0, ids.select(1, 0));
-  const float* q = queries.data_ptr<float>();
+  // Each query beside its positive in one (B, 2 width) block, as compact as the queries (unlike the
+  // positives' table rows): a pair reads its two rows from one place.
+  const auto beside = at::cat({queries, table.index_select(0, ids.select(1, 0))}, 1);
+  const float* qp = beside.data_ptr<float>();
   const float* t = table.data_ptr<float>();
-  const float* pos = positives.data_ptr<float>();
   const int64_t* ord = order.data_ptr<int64_t>();
   const int64_t* off = offsets.data_ptr<int64_t>();
   float* out = scores.data_ptr<float>();
   dispatch_kind(kind, [&](auto k) {
-    constexpr int64_t KIND = decltype(k)::value;
-    at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
-      std::vector<float> mutated(4 * width), keep(width);
-      const float* four_q[4];
-      const float* four_c[4];
-      int64_t slots[4];
-      int64_t filled = 0;
-      auto flush = [&]() {  // four pairs at once; a row's last ones one by one
-        if (filled == 4) {
-          float scores4[4];
-          score_four<KIND>(four_q, four_c, width, (float)gamma, scores4);
-          for (int u = 0; u < 4; ++u) out[slots[u]] = scores4[u];
-        } else {
-          for (int64_t u = 0; u < filled; ++u) out[slots[u]] = score_row<KIND>(four_q[u], four_c[u], width, (float)gamma);
-        }
-        filled = 0;
-      };
-      for (int64_t r = begin; r < end; ++r) {
-        const float* c = t + r * width;
-        for (int64_t s = off[r]; s < off[r + 1]; ++s) {
-          const int64_t p = ord[s], b = p / count;
-          const float* row = c;
-          if (p % count != 0) {
-            float* buffer = mutated.data() + filled * width;
-            mutate_row(mask, p, c, pos + b * width, width, buffer, keep.data());
-            row = buffer;
+    dispatch_shared(shared, [&](auto sh) {
+      constexpr int64_t KIND = decltype(k)::value;
+      constexpr bool SHARED = decltype(sh)::value;
+      at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const float* c = t + r * width;
+          for (int64_t s = off[r]; s < off[r + 1]; ++s) {
+            const int64_t p = ord[s];
+            const float* q = qp + (p / count) * 2 * width;
+            out[p] = p % count == 0 ? score_row<KIND>(q, c, width, (float)gamma)
+                                    : score_mutated_row<KIND>(PairMask<SHARED>(mask, p, width), q, c, q + width,
+                                                              width, (float)gamma);
           }
-          four_q[filled] = q + b * width, four_c[filled] = row, slots[filled] = p;
-          if (++filled == 4) flush();
         }
-        flush();
-      }
+      });
     });
   });
   return {scores, order, offsets};
@@ -320,34 +426,27 @@ std::tuple<at::Tensor, at::Tensor> score_mutated_backward(const at::Tensor& grad
   const int64_t threads = at::get_num_threads();
   auto partial = at::zeros({2, threads, batch, width}, queries.options());
   auto grad_table = at::empty_like(table);
-  const auto positives = table.index_select(0, ids.select(1, 0));
-  const float* q = queries.data_ptr<float>();
-  const float* pos = positives.data_ptr<float>();
+  const auto beside = at::cat({queries, table.index_select(0, ids.select(1, 0))}, 1);  // as in the forward
+  const float* qp = beside.data_ptr<float>();
   float* gp = partial.data_ptr<float>();
-  std::vector<std::vector<float>> scratch(threads, std::vector<float>(3 * width));  // mutated, keep, dm
-  backward_by_row(
-      kind, rows, width, count, table.data_ptr<float>(), grad.data_ptr<float>(), offsets.data_ptr<int64_t>(),
-      order.data_ptr<int64_t>(), grad_table.data_ptr<float>(),
-      [&](auto k, int64_t thread, const float* c, float* out, int64_t p, int64_t b, float coef) {
-        constexpr int64_t KIND = decltype(k)::value;
-        float* gq = gp + (thread * batch + b) * width;
-        if (p % count == 0) {  // the positive, unmutated
-          add_pair_grads<KIND>(q + b * width, c, width, coef, out, gq);
-          return;
-        }
-        float* mutated = scratch[thread].data();
-        float* keep = mutated + width;
-        float* dm = keep + width;
-        mutate_row(mask, p, c, pos + b * width, width, mutated, keep);
-        std::fill(dm, dm + width, 0.0f);
-        add_pair_grads<KIND>(q + b * width, mutated, width, coef, dm, gq);
-        float* to_positive = gp + ((threads + thread) * batch + b) * width;
-#pragma omp simd
-        for (int64_t j = 0; j < width; ++j) {
-          out[j] += keep[j] * dm[j];
-          to_positive[j] += (1.0f - keep[j]) * dm[j];
-        }
-      });
+  dispatch_shared(shared, [&](auto sh) {
+    constexpr bool SHARED = decltype(sh)::value;
+    backward_by_row(
+        kind, rows, width, count, table.data_ptr<float>(), grad, order, offsets.data_ptr<int64_t>(),
+        grad_table.data_ptr<float>(),
+        [&](auto k, int64_t thread, const float* c, float* out, int64_t p, int64_t b, float coef) {
+          constexpr int64_t KIND = decltype(k)::value;
+          const float* q = qp + b * 2 * width;
+          float* gq = gp + (thread * batch + b) * width;
+          if (p % count == 0) {  // the positive, unmutated
+            add_pair_grads<KIND>(q, c, width, coef, out, gq);
+            return;
+          }
+          float* to_positive = gp + ((threads + thread) * batch + b) * width;
+          add_mutated_pair_grads<KIND>(PairMask<SHARED>(mask, p, width), q, c, q + width, width, coef, out,
+                                       to_positive, gq);
+        });
+  });
   auto sums = partial.sum(1);  // (2, batch, width)
   grad_table.index_add_(0, ids.select(1, 0), sums[1]);  // copied coordinates train the positives
   return {sums[0], grad_table};
