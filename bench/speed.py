@@ -553,8 +553,15 @@ RECIPE_STEPS, RECIPE_VALIDATIONS = 100_000, 200
 
 
 def cli_run(source: Path, overrides: list[str], steps: int, out: Path) -> dict[str, Any]:
-    """``python -m kgexp`` from the source tree ``source``: its ``run_info.json``."""
-    env = {**os.environ, "PYTHONPATH": str(source / "src"), "WANDB_MODE": "offline"}
+    """``python -m kgexp`` from the source tree ``source``: its ``run_info.json``. Each tree builds its
+    kernels into its own folder, so that trees run in alternation do not rebuild each other's."""
+    extensions = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(source / "src"),
+        "WANDB_MODE": "offline",
+        "TORCH_EXTENSIONS_DIR": str(extensions / source.name),
+    }
     command = [sys.executable, "-m", "kgexp", "dataset=fb15k237", *overrides, f"trainer.max_steps={steps}"]
     command.append(f"hydra.run.dir={out}")
     done = subprocess.run(command, env=env, cwd=source, capture_output=True, text=True)

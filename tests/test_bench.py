@@ -68,15 +68,20 @@ def test_filtered_evaluation_time_of_kgexp():
     assert re.fullmatch(r"[\d.]+", row[7])  # the matmul FLOP time of a bilinear model
 
 
-def test_recipe_steps_per_second_come_from_training_time_when_recorded(monkeypatch):
-    """Two fake runs of 30 and 230 steps: by hand, (230 - 30) / (training 25 s - 5 s) = 10 steps/s,
-    whatever their wall times (a pruned validation may be shorter in the long run); a tree that does
-    not record the split falls back to the wall times, (230 - 30) / (60 s - 20 s) = 5 steps/s."""
+def load_harness():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("speed", HARNESS)
     speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(speed)
+    return speed
+
+
+def test_recipe_steps_per_second_come_from_training_time_when_recorded(monkeypatch):
+    """Two fake runs of 30 and 230 steps: by hand, (230 - 30) / (training 25 s - 5 s) = 10 steps/s,
+    whatever their wall times (a pruned validation may be shorter in the long run); a tree that does
+    not record the split falls back to the wall times, (230 - 30) / (60 s - 20 s) = 5 steps/s."""
+    speed = load_harness()
     timed = {
         30: {"wall_time_s": 20.0, "startup_s": 12.0, "time": {"training_s": 5.0}},
         230: {
@@ -91,3 +96,23 @@ def test_recipe_steps_per_second_come_from_training_time_when_recorded(monkeypat
     untimed = {steps: {"wall_time_s": run["wall_time_s"]} for steps, run in timed.items()}
     monkeypatch.setattr(speed, "cli_run", lambda source, overrides, steps, out: untimed[steps])
     assert speed.recipe_measure(Path("."), "distmult", "uniform", 30, 230) == {"steps_per_s": 5.0}
+
+
+def test_source_trees_run_in_alternation_build_their_kernels_in_their_own_folders(monkeypatch, tmp_path):
+    """The before and after trees get TORCH_EXTENSIONS_DIR/<tree>: neither rebuilds the other's kernels."""
+    speed = load_harness()
+    folders = []
+
+    def fake_run(command, env, cwd, capture_output, text):
+        folders.append((Path(cwd).name, env["TORCH_EXTENSIONS_DIR"]))
+        out = Path(command[-1].removeprefix("hydra.run.dir="))
+        out.mkdir(parents=True)
+        (out / "run_info.json").write_text("{}")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    monkeypatch.setattr(speed.subprocess, "run", fake_run)
+    for tree in ("before", "after", "before"):
+        speed.cli_run(tmp_path / tree, [], 30, tmp_path / "runs" / str(len(folders)))
+    expected = [(tree, str(tmp_path / "ext" / tree)) for tree in ("before", "after", "before")]
+    assert folders == expected
