@@ -547,6 +547,8 @@ def run_startup(args: argparse.Namespace) -> None:
 RECIPE_SETTINGS = {
     "uniform": ["setting=uniform"],
     "emu": ["setting=emu"],
+    "emu_no_uls": ["setting=emu_no_uls"],
+    "emu_no_mutation": ["setting=emu_no_mutation"],
     "mi": ["setting=uniform", "mi=infonce"],
 }
 RECIPE_STEPS, RECIPE_VALIDATIONS = 100_000, 200
@@ -756,10 +758,10 @@ def backward_part(module, node: str) -> str:
 
 
 def step_flops(model: str, setting: str, dim: int = 100, batch: int = 1000, negatives: int = 256) -> float:
-    """Multiply-adds of the scores and both gradients (x 2 FLOP): 6 B (1 + K) w per scoring pass; EMU
-    scores twice."""
+    """Multiply-adds of the scores and both gradients (x 2 FLOP): 6 B (1 + K) w per scoring pass; EMU and
+    its ablations score twice."""
     width = dim * (2 if model in ("complex", "rotate") else 1)
-    passes = 2 if setting == "emu" else 1
+    passes = 2 if setting.startswith("emu") else 1
     return passes * 6 * batch * (1 + negatives) * width
 
 

@@ -181,6 +181,29 @@ def test_score_mutated_matches_mutating_the_gathered_candidates(kind, shared):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["transe", "distmult", "rotate"])
+def test_unmutated_emu_candidates_score_as_gathered_rows(name, monkeypatch):
+    """mutation=none (the "without mutation" ablation) scores the candidates themselves with the fused
+    kernel (no gathered (B, K, width) block), with the gradients of the gathered rows; it draws nothing
+    from the generator."""
+    torch.manual_seed(0)
+    model = MODELS[name](30, 4, dim=8)
+    queries = model.embed_query(torch.arange(6), torch.arange(6) % 4, TAIL)
+    ids = torch.randint(30, (6, 10), generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(9)
+    state = generator.get_state()
+    compare_each = model.compare_each
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "compare_each", lambda *_: pytest.fail("gathered the candidates"))
+        scores = EmbeddingMutation(mutation="none").scores(model, queries, ids, generator)
+    assert torch.equal(generator.get_state(), state)
+    plain = compare_each(queries, model.entity(ids))
+    torch.testing.assert_close(scores, plain, rtol=1e-5, atol=1e-5)
+    params = list(model.parameters())
+    for got, expected in zip(gradients(scores, *params), gradients(plain, *params), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["transe", "complex", "rotate"])
 def test_emu_scores_are_the_same_fused_and_with_tensor_ops(name):
     torch.manual_seed(0)

@@ -98,8 +98,11 @@ class EmbeddingMutation:
         """Scores ``(n, 1 + N)`` of the queries against their mutated candidates (positive in column 0).
 
         The Bernoulli mask on the CPU runs in a fused kernel that builds neither the candidates nor the
-        mask; it draws the same seeds, so it scores the same mask as the tensor-op path.
+        mask; it draws the same seeds, so it scores the same mask as the tensor-op path. Unmutated
+        candidates (``mutation=none``) are scored as the plain step scores its negatives.
         """
+        if self.mutation == "none":
+            return model.score_ids(queries, candidate_ids)
         complex_halves = model.entity_factor == 2
         table = model.entity.weight
         if self.fused and kernels.usable(queries, table):
