@@ -123,10 +123,13 @@ void dispatch_shared(bool shared, F&& body) {
   }
 }
 
-// The score of a query against a mutated candidate (keep ? c : positive), hashing, blending and scoring each
-// coordinate in one loop without building the mutated row. Both rows are read unconditionally, so the
-// select is a blend of two plain loads (a conditional read compiles to a masked load, several times slower
-// on AMD cores). 32-bit lanes throughout.
+// A mutated coordinate: the candidate's where the mask keeps it, else the positive's. Both are passed by
+// value, so both rows are read unconditionally and the select is a blend of two plain loads (a
+// conditional read compiles to a masked load, several times slower on AMD cores).
+inline float blend(bool kept, float own, float copied) { return kept ? own : copied; }
+
+// The score of a query against a mutated candidate, hashing, blending and scoring each coordinate in one
+// loop without building the mutated row. 32-bit lanes throughout.
 template <int64_t KIND, bool SHARED>
 inline float score_mutated_row(const PairMask<SHARED>& mask, const float* __restrict__ q, const float* __restrict__ c,
                                const float* __restrict__ positive, int64_t width, float gamma) {
@@ -136,17 +139,15 @@ inline float score_mutated_row(const PairMask<SHARED>& mask, const float* __rest
     const uint32_t half = n / 2;
 #pragma omp simd reduction(+ : acc)
     for (uint32_t j = 0; j < half; ++j) {
-      const float own_re = c[j], copied_re = positive[j], own_im = c[j + half], copied_im = positive[j + half];
-      const float re = q[j] - (mask.kept(j) ? own_re : copied_re);
-      const float im = q[j + half] - (mask.kept(j + half) ? own_im : copied_im);
+      const float re = q[j] - blend(mask.kept(j), c[j], positive[j]);
+      const float im = q[j + half] - blend(mask.kept(j + half), c[j + half], positive[j + half]);
       acc += std::sqrt(re * re + im * im);
     }
     return gamma - acc;
   } else {
 #pragma omp simd reduction(+ : acc)
     for (uint32_t j = 0; j < n; ++j) {
-      const float own = c[j], copied = positive[j];
-      const float m = mask.kept(j) ? own : copied;
+      const float m = blend(mask.kept(j), c[j], positive[j]);
       if constexpr (KIND == DOT) {
         acc += q[j] * m;
       } else if constexpr (KIND == L1) {
@@ -179,16 +180,14 @@ inline void add_mutated_pair_grads(const PairMask<SHARED>& mask, const float* __
 #pragma omp simd
     for (uint32_t j = 0; j < n; ++j) {
       const bool kept = mask.kept(j);
-      const float own = c[j], copied = positive[j];
       route(j, kept, coef * q[j]);
-      out_q[j] += coef * (kept ? own : copied);
+      out_q[j] += coef * blend(kept, c[j], positive[j]);
     }
   } else if constexpr (KIND == L1) {
 #pragma omp simd
     for (uint32_t j = 0; j < n; ++j) {
       const bool kept = mask.kept(j);
-      const float own = c[j], copied = positive[j];
-      const float d = q[j] - (kept ? own : copied);
+      const float d = q[j] - blend(kept, c[j], positive[j]);
       const float step = coef * static_cast<float>((d > 0.0f) - (d < 0.0f));
       route(j, kept, step);
       out_q[j] -= step;
@@ -197,8 +196,7 @@ inline void add_mutated_pair_grads(const PairMask<SHARED>& mask, const float* __
     float norm = 0.0f;
 #pragma omp simd reduction(+ : norm)
     for (uint32_t j = 0; j < n; ++j) {
-      const float own = c[j], copied = positive[j];
-      const float d = q[j] - (mask.kept(j) ? own : copied);
+      const float d = q[j] - blend(mask.kept(j), c[j], positive[j]);
       norm += d * d;
     }
     norm = std::sqrt(norm);
@@ -207,8 +205,7 @@ inline void add_mutated_pair_grads(const PairMask<SHARED>& mask, const float* __
 #pragma omp simd
     for (uint32_t j = 0; j < n; ++j) {
       const bool kept = mask.kept(j);
-      const float own = c[j], copied = positive[j];
-      const float step = scale * (q[j] - (kept ? own : copied));
+      const float step = scale * (q[j] - blend(kept, c[j], positive[j]));
       route(j, kept, step);
       out_q[j] -= step;
     }
@@ -217,9 +214,8 @@ inline void add_mutated_pair_grads(const PairMask<SHARED>& mask, const float* __
 #pragma omp simd
     for (uint32_t j = 0; j < half; ++j) {
       const bool kept_re = mask.kept(j), kept_im = mask.kept(j + half);
-      const float own_re = c[j], copied_re = positive[j], own_im = c[j + half], copied_im = positive[j + half];
-      const float re = q[j] - (kept_re ? own_re : copied_re);
-      const float im = q[j + half] - (kept_im ? own_im : copied_im);
+      const float re = q[j] - blend(kept_re, c[j], positive[j]);
+      const float im = q[j + half] - blend(kept_im, c[j + half], positive[j + half]);
       const float modulus = std::sqrt(re * re + im * im);
       const float scale = modulus > 0.0f ? coef / modulus : 0.0f;  // vectorised with -fno-trapping-math
       route(j, kept_re, scale * re);
@@ -300,10 +296,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> score_each(const at::Tensor& quer
 // flight, so that the walk reads its coefficients in sequence rather than one cache miss at a time.
 template <typename Pair>
 void backward_by_row(int64_t kind, int64_t rows, int64_t width, int64_t count, const float* t,
-                     const at::Tensor& grad, const at::Tensor& order, const int64_t* off, float* gt, Pair&& pair) {
+                     const at::Tensor& grad, const at::Tensor& order, const at::Tensor& offsets, float* gt,
+                     Pair&& pair) {
   const auto in_order = grad.view({-1}).index_select(0, order);
   const float* g = in_order.data_ptr<float>();
   const int64_t* ord = order.data_ptr<int64_t>();
+  const int64_t* off = offsets.data_ptr<int64_t>();
   dispatch_kind(kind, [&](auto k) {
     at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
       const int64_t thread = at::get_thread_num();
@@ -333,7 +331,7 @@ std::tuple<at::Tensor, at::Tensor> score_each_backward(const at::Tensor& grad_in
   auto grad_table = at::empty_like(table);
   const float* q = queries.data_ptr<float>();
   float* gp = partial.data_ptr<float>();
-  backward_by_row(kind, rows, width, count, table.data_ptr<float>(), grad, order, offsets.data_ptr<int64_t>(),
+  backward_by_row(kind, rows, width, count, table.data_ptr<float>(), grad, order, offsets,
                   grad_table.data_ptr<float>(),
                   [&](auto k, int64_t thread, const float* c, float* out, int64_t, int64_t b, float coef) {
                     constexpr int64_t KIND = decltype(k)::value;
@@ -432,7 +430,7 @@ std::tuple<at::Tensor, at::Tensor> score_mutated_backward(const at::Tensor& grad
   dispatch_shared(shared, [&](auto sh) {
     constexpr bool SHARED = decltype(sh)::value;
     backward_by_row(
-        kind, rows, width, count, table.data_ptr<float>(), grad, order, offsets.data_ptr<int64_t>(),
+        kind, rows, width, count, table.data_ptr<float>(), grad, order, offsets,
         grad_table.data_ptr<float>(),
         [&](auto k, int64_t thread, const float* c, float* out, int64_t p, int64_t b, float coef) {
           constexpr int64_t KIND = decltype(k)::value;
