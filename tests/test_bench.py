@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripts import BENCH, load_bench_script
 
 pytestmark = pytest.mark.slow  # subprocesses of the real command: the full tier only
 
-HARNESS = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
+HARNESS = BENCH / "speed.py"
 TINY = ["--dataset", "nations", "--dim", "8", "--negatives", "4", "--batch", "64", "--repeats", "1"]
 
 
@@ -68,20 +69,11 @@ def test_filtered_evaluation_time_of_kgexp():
     assert re.fullmatch(r"[\d.]+", row[7])  # the matmul FLOP time of a bilinear model
 
 
-def load_harness():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("speed", HARNESS)
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
-    return speed
-
-
 def test_recipe_steps_per_second_come_from_training_time_when_recorded(monkeypatch):
     """Two fake runs of 30 and 230 steps: by hand, (230 - 30) / (training 25 s - 5 s) = 10 steps/s,
     whatever their wall times (a pruned validation may be shorter in the long run); a tree that does
     not record the split falls back to the wall times, (230 - 30) / (60 s - 20 s) = 5 steps/s."""
-    speed = load_harness()
+    speed = load_bench_script("speed")
     timed = {
         30: {"wall_time_s": 20.0, "startup_s": 12.0, "time": {"training_s": 5.0}},
         230: {
@@ -100,7 +92,7 @@ def test_recipe_steps_per_second_come_from_training_time_when_recorded(monkeypat
 
 def test_source_trees_run_in_alternation_build_their_kernels_in_their_own_folders(monkeypatch, tmp_path):
     """The before and after trees get TORCH_EXTENSIONS_DIR/<tree>: neither rebuilds the other's kernels."""
-    speed = load_harness()
+    speed = load_bench_script("speed")
     folders = []
 
     def fake_run(command, env, cwd, capture_output, text):
