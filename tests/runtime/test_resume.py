@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 from pathlib import Path
@@ -22,6 +23,7 @@ RUN = (
     "data.batch_size=128",
     "trainer.max_steps=40",
     "trainer.val_check_interval=10",
+    "trainer.log_every_n_steps=3",  # training rows in metrics.csv before and after the checkpoint
     "callbacks.periodic_checkpoint.every_n_train_steps=5",
     "logger=csv",  # W&B would add a process per run and nothing to check
     "+callbacks.kill._target_=probes.KillAt",
@@ -35,11 +37,16 @@ def run(run_dir: Path, *extra: str, kill: bool = False, check: bool = True):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, float]:
+def uninterrupted(tmp_path_factory) -> Path:
     mirror_dataset("nations")
     run_dir = tmp_path_factory.mktemp("resume") / "straight"
     run(run_dir, "+callbacks.kill.signal=9")
-    return json.loads((run_dir / "metrics.json").read_text())
+    return run_dir
+
+
+def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
 
 
 @pytest.mark.parametrize(
@@ -61,7 +68,9 @@ def test_a_stopped_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run
 
     run(run_dir, f"+callbacks.kill.signal={int(signum)}", "ckpt_path=last")
     resumed = json.loads((run_dir / "metrics.json").read_text())
-    assert resumed == uninterrupted  # bit-identical on CPU
+    assert resumed == json.loads((uninterrupted / "metrics.json").read_text())  # bit-identical on CPU
+    # the logged history too: the stopped run's rows before its checkpoint, then the resumed run's
+    assert csv_rows(run_dir) == csv_rows(uninterrupted)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
     resumed_from = Path(json.loads((run_dir / "run_info.json").read_text())["resumed_from"])
     assert resumed_from.resolve() == (run_dir / "checkpoints" / "last.ckpt").resolve()

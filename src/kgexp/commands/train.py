@@ -67,13 +67,15 @@ def resume_path(cfg: DictConfig) -> Path | None:
     return Path(ckpt_path).expanduser()
 
 
-def check_resume(cfg: DictConfig) -> None:
+def check_resume(cfg: DictConfig) -> int | None:
     """A resumed run must train what its checkpoint trained: a ConfigError lists the keys that differ
-    (beyond :data:`RESUMABLE`). Keys the checkpoint predates are not compared."""
+    (beyond :data:`RESUMABLE`). Keys the checkpoint predates are not compared. Returns the checkpoint's
+    global step (None for a fresh start)."""
     path = resume_path(cfg)
     if path is None:
-        return
-    saved = dotted(load_checkpoint(path, key="ckpt_path", mmap=True)["hyper_parameters"]["config"])
+        return None
+    checkpoint = load_checkpoint(path, key="ckpt_path", mmap=True)
+    saved = dotted(checkpoint["hyper_parameters"]["config"])
     now = dotted(OmegaConf.to_container(cfg, resolve=True))
     differ = [
         f"{key} (checkpoint {saved[key]!r}, now {value!r})"
@@ -86,6 +88,7 @@ def check_resume(cfg: DictConfig) -> None:
         raise ConfigError(
             f"ckpt_path: {path} was trained with another config; keys that differ: {'; '.join(differ)}"
         )
+    return checkpoint["global_step"]
 
 
 def configure_wandb_environment() -> None:
@@ -152,7 +155,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         validate(cfg)  # rules that join several options, which the constructors check
         build_module(cfg, num_entities=2, num_relations=1)
         datamodule = build_datamodule(cfg)
-        check_resume(cfg)
+        resume_step = check_resume(cfg)
     except (ValueError, TypeError) as error:
         raise ConfigError(str(error)) from error
     output_dir = Path(cfg.output_dir)
@@ -169,7 +172,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     configure_wandb_environment()
     with local_ranks(cfg.trainer, "train", output_dir):
         callbacks = instantiate_group(cfg.get("callbacks"))
-        loggers = instantiate_group(cfg.get("logger"), {"wandb": wandb_grouping(cfg)})
+        resumed = {"resume_step": resume_step}
+        loggers = instantiate_group(
+            cfg.get("logger"), {"wandb": {**wandb_grouping(cfg), **resumed}, "csv": resumed}
+        )
         times, relations = StageTimes(), RelationTable()
         progress = Progress(
             cfg.selection.monitor, interactive(), lambda values: format_metrics(values, "val/", REPORTED)

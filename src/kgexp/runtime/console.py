@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -41,15 +40,6 @@ def quiet_libraries(verbose: bool) -> None:
         warnings.filterwarnings("ignore", pattern)
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-class WandbLogger(LightningWandbLogger):
-    """Lightning's W&B logger without the ``anonymous`` argument, which W&B has retired (it warns on
-    every run that the setting has no effect)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._wandb_init.pop("anonymous", None)
 
 
 class BriefFormatter(logging.Formatter):
