@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from kgexp.commands.report import chart_figure, find_jobs, label_keys, main, summarize_groups, write_report
+from kgexp.commands.report import (
+    chart_figure,
+    find_jobs,
+    label_keys,
+    main,
+    read_published,
+    summarize_groups,
+    write_report,
+)
 
 
 def make_job(
@@ -274,6 +282,29 @@ def test_published_numbers_stand_beside_the_measured_with_their_difference(grid,
     assert "| 0.3100 ± 0.0100 | 0.300 | +0.010 |" in uniform and uniform.endswith("| yes |")
     assert ("rotate", "emu") not in rows  # measured, but not in the published file
     assert "Published numbers: Paper A Table 1." in lines  # the source of a matched row, once
+
+
+def test_the_chart_marks_each_bar_with_a_published_number_at_that_number(grid, tmp_path):
+    published = write_published(
+        tmp_path / "published.csv",
+        ["transe,uniform,0.300,0.500,A", "transe,emu,0.360,,A", "distmult,emu,0.5,,B"],
+    )
+    rows = summarize_groups(find_jobs([grid]))
+    plot = chart_figure(rows, label_keys(rows), published=read_published(published)).axes[0]
+    centre = {round(bar.get_height(), 6): bar.get_x() + bar.get_width() / 2 for bar in plot.patches}
+    (marks,) = [collection for collection in plot.collections if collection.get_label() == "published"]
+    expected = {(round(centre[0.31], 6), 0.3), (round(centre[0.34], 6), 0.36)}  # the means 0.31, 0.34
+    assert {(round(x, 6), round(y, 6)) for x, y in marks.get_offsets().tolist()} == expected
+    assert "published" in [text.get_text() for text in plot.get_legend().get_texts()]
+
+
+def test_one_seed_per_bar_draws_no_error_bars(tmp_path):
+    for index, (sampler, mrr) in enumerate([("uniform", 0.30), ("emu", 0.36)]):
+        make_job(tmp_path, str(index), ["model=transe", f"sampler={sampler}", "seed=0"], metrics(mrr, 0.6))
+    rows = summarize_groups(find_jobs([tmp_path]))
+    plot = chart_figure(rows, label_keys(rows)).axes[0]
+    assert [container.errorbar for container in plot.containers] == [None]  # one hue: one container
+    assert len(plot.collections) == 0 and plot.get_legend() is None  # no error bars, marks or hues
 
 
 def test_a_wider_tolerance_counts_more_cells_as_reproduced(grid, tmp_path):

@@ -16,7 +16,7 @@ configuration by the report's columns (``setting``, ``model``, ...; an override'
 row matches the groups with those values), gives published metrics in columns named as the measured ones
 (``test/mrr``, ``test/hits@10``, ...) and may cite its ``source``. ``results.md`` then lists measured,
 published and the difference per cell, and marks the configurations whose MRR is further than
-``--tolerance`` away.
+``--tolerance`` away; ``results.png`` marks each bar's published test MRR.
 """
 
 from __future__ import annotations
@@ -345,7 +345,7 @@ def write_report(
         ]
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    bar_chart(rows, axes, out / "results.png")
+    bar_chart(rows, axes, out / "results.png", published)
     return rows
 
 
@@ -355,9 +355,15 @@ def metric_label(metric: str) -> str:
     return " ".join(words.get(part, part.replace("hits@", "Hits@")) for part in metric.split("/"))
 
 
-def chart_figure(rows: list[dict[str, object]], axes: list[str], metric: str = "test/mrr") -> Figure:
+def chart_figure(
+    rows: list[dict[str, object]],
+    axes: list[str],
+    metric: str = "test/mrr",
+    published: Published | None = None,
+) -> Figure:
     """Grouped bars (EMU Fig. 3 style): a group per value of the first varying axis, a bar per the rest;
-    the axes, legend and title named by the label columns (``model``, ``sampler``)."""
+    the axes, legend and title named by the label columns (``model``, ``sampler``). Error bars where
+    there are several seeds; with ``published``, a black mark on each bar at its published value."""
     varying = [a for a in axes if len({str(row.get(a, "")) for row in rows}) > 1] or axes[:1]
     x_axis, hue_axes = (varying[0] if varying else ""), varying[1:]
 
@@ -369,29 +375,41 @@ def chart_figure(rows: list[dict[str, object]], axes: list[str], metric: str = "
     figure = Figure(figsize=(max(5.0, 0.6 * len(groups) * len(hues)), 3.6))
     plot = figure.subplots()
     width = 0.8 / len(hues)
+    marks: list[tuple[float, float]] = []  # (bar centre, published value)
     for h, hue in enumerate(hues):
         cells = {str(row.get(x_axis, "")): row for row in rows if hue_of(row) == hue}
         means = [float(cells[g][f"{metric} mean"]) if g in cells else float("nan") for g in groups]
         stds = [float(cells[g][f"{metric} std"]) if g in cells else float("nan") for g in groups]
         stds = [0.0 if s != s else s for s in stds]
         offsets = [g + (h - (len(hues) - 1) / 2) * width for g in range(len(groups))]
-        plot.bar(offsets, means, width, yerr=stds, capsize=2, label=hue or None)
+        plot.bar(offsets, means, width, yerr=stds if any(stds) else None, capsize=2, label=hue or None)
+        for offset, group in zip(offsets, groups, strict=True):
+            row = cells.get(group)
+            found = published.find({**dict(row["overrides"]), **row}) if published and row else None
+            if found is not None and metric in found[0]:
+                marks.append((offset, found[0][metric]))
+    if marks:
+        xs, ys = zip(*marks, strict=True)
+        plot.scatter(xs, ys, s=(60 * width) ** 2, marker="_", color="black", zorder=3, label="published")
     plot.set_xticks(range(len(groups)), groups, fontsize=8)
     plot.set_ylabel(metric_label(metric))
     plot.set_xlabel(x_axis)
     by = " and ".join(filter(None, [x_axis, ", ".join(hue_axes)]))
     plot.set_title(f"{metric_label(metric)} by {by}" if by else metric_label(metric), fontsize=9)
-    if hue_axes:
-        plot.legend(fontsize=7, title=", ".join(hue_axes), title_fontsize=7)
+    if hue_axes or marks:
+        plot.legend(fontsize=7, title=", ".join(hue_axes) or None, title_fontsize=7)
     return figure
 
 
-def bar_chart(rows: list[dict[str, object]], axes: list[str], path: Path, metric: str = "test/mrr") -> None:
-    """:func:`chart_figure` as a PNG at ``path`` (nothing without rows)."""
+def bar_chart(
+    rows: list[dict[str, object]], axes: list[str], path: Path, published: Published | None = None
+) -> None:
+    """:func:`chart_figure` of the test MRR as a PNG at ``path`` (nothing without rows)."""
     if not rows:
         return
     with atomic_path(path) as tmp:
-        chart_figure(rows, axes, metric).savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        figure = chart_figure(rows, axes, published=published)
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def main(argv: list[str] | None = None) -> None:
