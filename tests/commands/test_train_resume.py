@@ -24,10 +24,12 @@ def composed(output_dir, *overrides: str):
     return cfg
 
 
-def checkpoint_of(cfg, path) -> None:
+def checkpoint_of(cfg, path, global_step: int = 0) -> None:
+    """The parts of a Lightning checkpoint that the check reads."""
     path.parent.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    torch.save({"kgexp": {"format": 1}, "hyper_parameters": {"config": config}}, path)
+    checkpoint = {"kgexp": {"format": 1}, "hyper_parameters": {"config": config}, "global_step": global_step}
+    torch.save(checkpoint, path)
 
 
 def test_last_is_this_runs_last_checkpoint_once_there_is_one(tmp_path):
@@ -39,9 +41,11 @@ def test_last_is_this_runs_last_checkpoint_once_there_is_one(tmp_path):
 
 
 def test_a_resume_may_run_longer_elsewhere_and_log_differently(tmp_path):
-    checkpoint_of(composed(tmp_path, "trainer.max_steps=100"), tmp_path / "checkpoints" / "last.ckpt")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint_of(composed(tmp_path, "trainer.max_steps=100"), last, global_step=100)
     longer = composed(tmp_path, "ckpt_path=last", "trainer.max_steps=500", "logger=csv", "trainer=cpu")
-    check_resume(longer)
+    assert check_resume(longer) == 100  # the step the loggers continue from
+    assert check_resume(composed(tmp_path / "fresh", "ckpt_path=last")) is None  # no last.ckpt yet
 
 
 def test_a_resume_with_other_training_options_is_refused_listing_each_key(tmp_path):
@@ -63,5 +67,5 @@ def test_keys_a_checkpoint_predates_are_not_compared(tmp_path):
     config = OmegaConf.to_container(cfg, resolve=True)
     del config["sampler"]["max_redraws"]  # an option added after the checkpoint was written
     (tmp_path / "old.ckpt").parent.mkdir(exist_ok=True)
-    torch.save({"kgexp": {}, "hyper_parameters": {"config": config}}, tmp_path / "old.ckpt")
+    torch.save({"kgexp": {}, "hyper_parameters": {"config": config}, "global_step": 7}, tmp_path / "old.ckpt")
     check_resume(composed(tmp_path, f"ckpt_path={tmp_path / 'old.ckpt'}"))

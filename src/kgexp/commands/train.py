@@ -88,7 +88,7 @@ def check_resume(cfg: DictConfig) -> int | None:
         raise ConfigError(
             f"ckpt_path: {path} was trained with another config; keys that differ: {'; '.join(differ)}"
         )
-    return checkpoint["global_step"]
+    return int(checkpoint.get("global_step", 0))  # Lightning writes it; 0 for one without
 
 
 def configure_wandb_environment() -> None:
