@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -74,6 +75,22 @@ def test_a_stopped_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
     resumed_from = Path(json.loads((run_dir / "run_info.json").read_text())["resumed_from"])
     assert resumed_from.resolve() == (run_dir / "checkpoints" / "last.ckpt").resolve()
+
+
+def test_a_finished_run_started_again_with_ckpt_path_last_keeps_its_results(uninterrupted, tmp_path):
+    """The same command continues a sweep: its finished jobs stand, unless given more steps."""
+    outputs = ("metrics.json", "run_info.json", "relations.csv", "csv/metrics.csv")
+    before = {name: (uninterrupted / name).read_bytes() for name in outputs}
+    longer = tmp_path / "longer"
+    shutil.copytree(uninterrupted, longer)
+    run(uninterrupted, "+callbacks.kill.signal=9", "ckpt_path=last")
+    assert {name: (uninterrupted / name).read_bytes() for name in outputs} == before
+    assert "finished at step 40; its metrics stand" in (uninterrupted / "cli.log").read_text()
+    assert json.loads((uninterrupted / "status.json").read_text())["status"] == "finished"
+
+    run(longer, "+callbacks.kill.signal=9", "ckpt_path=last", "trainer.max_steps=50")
+    assert json.loads((longer / "run_info.json").read_text())["global_step"] == 50
+    assert max(int(row["step"]) for row in csv_rows(longer)) >= 49  # and it logged them
 
 
 def test_a_ddp_run_stopped_by_sigterm_resumes_exactly(tmp_path):

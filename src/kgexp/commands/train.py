@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -91,6 +92,22 @@ def check_resume(cfg: DictConfig) -> int | None:
     return int(checkpoint.get("global_step", 0))  # Lightning writes it; 0 for one without
 
 
+def finished_metrics(cfg: DictConfig, resume_step: int | None) -> dict[str, float] | None:
+    """The metrics of a run that ``ckpt_path=last`` finds already finished: its last.ckpt is at
+    ``trainer.max_steps`` and its ``metrics.json`` and ``run_info.json`` are from that step. None
+    otherwise (a larger ``trainer.max_steps`` trains on)."""
+    output_dir = Path(cfg.output_dir)
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if cfg.get("ckpt_path") != "last" or resume_step is None or not 0 < max_steps <= resume_step:
+        return None
+    metrics, info = output_dir / "metrics.json", output_dir / "run_info.json"
+    if not (metrics.is_file() and info.is_file()):
+        return None
+    if json.loads(info.read_text()).get("global_step") != resume_step:
+        return None
+    return json.loads(metrics.read_text())
+
+
 def configure_wandb_environment() -> None:
     """W&B runs offline unless ``WANDB_MODE`` or ``WANDB_API_KEY`` says otherwise, and never prompts."""
     if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
@@ -159,6 +176,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except (ValueError, TypeError) as error:
         raise ConfigError(str(error)) from error
     output_dir = Path(cfg.output_dir)
+    finished = finished_metrics(cfg, resume_step)
+    if finished is not None:  # the same command continues a sweep without redoing its finished jobs
+        log.info("%s finished at step %d; its metrics stand", output_dir, resume_step)
+        return finished
     if launched_as_rank_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_resolved_config(cfg, output_dir)
