@@ -216,10 +216,12 @@ class Published:
     def metrics(self) -> list[str]:
         return sorted({m for _, metrics, _ in self.rows for m in metrics}, key=_metric_order)
 
-    def find(self, overrides: dict[str, object]) -> tuple[dict[str, float], str] | None:
-        """The published metrics of the configuration that ``overrides`` (a measured group) belongs to."""
+    def find(self, row: dict[str, object]) -> tuple[dict[str, float], str] | None:
+        """The published metrics and source of the configuration a measured group belongs to, matched by
+        the group's labels or its overrides."""
+        values = {**dict(row["overrides"]), **row}
         for configuration, metrics, source in self.rows:
-            if all(str(overrides.get(k)) == v for k, v in configuration.items()):
+            if all(str(values.get(k)) == v for k, v in configuration.items()):
                 return metrics, source
         return None
 
@@ -278,7 +280,7 @@ def published_lines(rows: list[dict[str, object]], axes: list[str], published: P
     sources: list[str] = []
     matched = 0
     for row in rows:
-        found = published.find({**dict(row["overrides"]), **row})  # its labels, or its overrides
+        found = published.find(row)
         if found is None:
             continue
         matched += 1
@@ -385,7 +387,7 @@ def chart_figure(
         plot.bar(offsets, means, width, yerr=stds if any(stds) else None, capsize=2, label=hue or None)
         for offset, group in zip(offsets, groups, strict=True):
             row = cells.get(group)
-            found = published.find({**dict(row["overrides"]), **row}) if published and row else None
+            found = published.find(row) if published and row else None
             if found is not None and metric in found[0]:
                 marks.append((offset, found[0][metric]))
     if marks:

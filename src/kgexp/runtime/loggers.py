@@ -29,20 +29,15 @@ class CSVLogger(pl.loggers.CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self):
-        if self._experiment is not None:
-            return self._experiment
+        if self._experiment is not None or self.resume_step is None:
+            return super().experiment
         path = Path(self.log_dir) / "metrics.csv"
-        kept = self._rows_before(path, self.resume_step) if self.resume_step is not None else []
-        with warnings.catch_warnings():
-            if self.resume_step is not None:  # its warning that the old rows go would mislead
-                warnings.filterwarnings("ignore", message="Experiment logs directory")
-            writer = pl.loggers.CSVLogger.experiment.fget(self)  # Lightning's deletes the file here
-        if kept:
-            writer.metrics_keys = sorted({key for row in kept for key in row})
-            with path.open("w", newline="") as file:
-                out = csv.DictWriter(file, fieldnames=writer.metrics_keys)
-                out.writeheader()
-                out.writerows(kept)
+        kept = self._rows_before(path, self.resume_step)
+        with warnings.catch_warnings():  # Lightning's warning that it deletes the old rows would mislead
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = super().experiment  # deletes the file
+        writer.metrics = kept
+        writer.save()  # Lightning's writer writes them back, header first
         return writer
 
     @staticmethod
