@@ -77,6 +77,26 @@ def test_a_stopped_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run
     assert resumed_from.resolve() == (run_dir / "checkpoints" / "last.ckpt").resolve()
 
 
+def test_a_stopped_run_moved_with_only_its_checkpoints_and_csv_ends_as_the_uninterrupted_run(
+    uninterrupted, tmp_path
+):
+    """A run copied to another machine as its checkpoints and metrics.csv alone continues exactly."""
+    run_dir = tmp_path / "run"
+    run(run_dir, f"+callbacks.kill.signal={int(signal.SIGTERM)}", kill=True, check=False)
+    kept = tmp_path / "kept"
+    shutil.copytree(run_dir / "checkpoints", kept / "checkpoints")
+    (kept / "csv").mkdir()
+    shutil.copy(run_dir / "csv" / "metrics.csv", kept / "csv")
+    shutil.rmtree(run_dir)  # the new machine: nothing else of the old job folder
+    shutil.copytree(kept, run_dir)
+
+    run(run_dir, f"+callbacks.kill.signal={int(signal.SIGTERM)}", "ckpt_path=last")
+    assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(
+        (uninterrupted / "metrics.json").read_text()
+    )
+    assert csv_rows(run_dir) == csv_rows(uninterrupted)
+
+
 def test_a_finished_run_started_again_with_ckpt_path_last_keeps_its_results(uninterrupted, tmp_path):
     """The same command continues a sweep: its finished jobs stand, unless given more steps."""
     outputs = ("metrics.json", "run_info.json", "relations.csv", "csv/metrics.csv")
