@@ -67,7 +67,8 @@ def test_a_stopped_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run
     assert last["global_step"] == saved_step
     assert not list((run_dir / "checkpoints").glob(".*.part"))  # no half-written checkpoint left
 
-    run(run_dir, f"+callbacks.kill.signal={int(signum)}", "ckpt_path=last")
+    console = run(run_dir, f"+callbacks.kill.signal={int(signum)}", "ckpt_path=last")
+    assert "is not empty" not in console.stdout + console.stderr  # the checkpoints there are its own
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed == json.loads((uninterrupted / "metrics.json").read_text())  # bit-identical on CPU
     # the logged history too: the stopped run's rows before its checkpoint, then the resumed run's

@@ -32,7 +32,7 @@ from kgexp.runtime.checkpointing import (
     load_checkpoint,
     sigint_as_sigterm,
 )
-from kgexp.runtime.console import Progress, quiet_libraries, summary_lines
+from kgexp.runtime.console import Progress, quiet_libraries, quiet_resume, summary_lines
 from kgexp.runtime.distributed import SharedOutputDir, launched_as_rank_zero, local_ranks
 from kgexp.runtime.run_info import StageTimes, collect
 
@@ -166,7 +166,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Under DDP every rank runs this function; only global rank 0 writes the run's files.
     """
-    quiet_libraries(bool(cfg.get("verbose", False)))
+    verbose = bool(cfg.get("verbose", False))
+    quiet_libraries(verbose)
     started = time.perf_counter()
     try:  # every config error now, before any data is loaded or file written: the schemas, then the
         validate(cfg)  # rules that join several options, which the constructors check
@@ -219,7 +220,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if resume is not None:
             log.info("resuming from %s", resume)
         try:
-            with sigint_as_sigterm():
+            with sigint_as_sigterm(), quiet_resume(resume is not None, verbose):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if not best:

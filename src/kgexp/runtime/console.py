@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ FOREIGN_WARNINGS = (
     r".*is smaller than the logging interval.*",  # kgexp logs by step, not by epoch
     r".*does not have many workers.*",  # batches are slices of in-memory tensors: workers would slow them
 )
+#: Lightning's warning on a checkpoint folder with files in it: a resumed run's are its own.
+RESUMED_FOLDER_WARNING = r"Checkpoint directory .* exists and is not empty"
 #: Loggers whose INFO lines (devices found, checkpoints restored, tips) are the library's, not the run's.
 LIBRARY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
 #: Seconds between two plain progress lines (a log file, a multirun) when no validation printed one.
@@ -40,6 +42,15 @@ def quiet_libraries(verbose: bool) -> None:
         warnings.filterwarnings("ignore", pattern)
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def quiet_resume(resuming: bool, verbose: bool) -> Iterator[None]:
+    """Silence :data:`RESUMED_FOLDER_WARNING` while a resumed run (``resuming``) fits, unless ``verbose``."""
+    with warnings.catch_warnings():
+        if resuming and not verbose:
+            warnings.filterwarnings("ignore", RESUMED_FOLDER_WARNING)
+        yield
 
 
 class BriefFormatter(logging.Formatter):
