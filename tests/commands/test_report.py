@@ -16,6 +16,7 @@ from kgexp.commands.report import (
     label_keys,
     main,
     read_published,
+    signed_difference,
     summarize_groups,
     write_report,
 )
@@ -373,3 +374,17 @@ def test_a_group_only_some_jobs_override_is_labelled_from_the_others_configs(tmp
         "1vsAll": pytest.approx(0.47),
         "KvsAll": pytest.approx(0.44),
     }
+
+
+@pytest.mark.parametrize(
+    ("measured", "published", "text"),
+    [
+        (0.3139, 0.314, "+0.000"),
+        (0.31449, 0.314, "+0.000"),
+        (0.3261, 0.332, "-0.006"),
+        (0.3320, 0.300, "+0.032"),
+    ],
+)
+def test_a_difference_has_its_sign_and_none_for_zero(measured, published, text):
+    # by hand: 0.3139 - 0.314 = -0.0001, which rounds to zero and is written +0.000, not -0.000
+    assert signed_difference(measured, published) == text

@@ -263,6 +263,12 @@ def read_published(path: Path) -> Published:
     return Published(rows)
 
 
+def signed_difference(measured: float, published: float) -> str:
+    """``measured − published`` to three decimals with its sign; a difference that rounds to zero is
+    ``+0.000``, never ``-0.000``."""
+    return f"{round(measured - published, 3) + 0.0:+.3f}"
+
+
 def published_lines(rows: list[dict[str, object]], axes: list[str], published: Published, tolerance: float):
     """The measured-against-published table of ``results.md``."""
     metrics = published.metrics
@@ -293,7 +299,7 @@ def published_lines(rows: list[dict[str, object]], axes: list[str], published: P
             reference = values.get(metric)
             cells.append(_cell(mean, std))
             cells.append("–" if reference is None else f"{reference:.3f}")
-            cells.append("–" if reference is None or mean != mean else f"{mean - reference:+.3f}")
+            cells.append("–" if reference is None or mean != mean else signed_difference(mean, reference))
         mrr, reference = row.get("test/mrr mean", float("nan")), values.get("test/mrr")
         within = reference is not None and mrr == mrr and abs(mrr - reference) <= tolerance + 1e-9
         cells.append("–" if reference is None or mrr != mrr else ("yes" if within else "**no**"))
