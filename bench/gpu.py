@@ -13,10 +13,11 @@ There, as one call of the device tool (``carry: [".device"]``, ``timeout_s: 480`
 paths; at the deadline it stops the cells still training and packs what they wrote:
 
 1. **cells**: those named by ``--cells`` (``setting-model``; by default uniform DistMult, whose CPU
-   result for the same seed is in ``docs/paper-fb15k237/runs/``, then the five cells the CPU has not
-   finished), one ``python -m kgexp trainer=gpu logger=csv`` process each, all at once on the one GPU,
-   seed 0. The GPU draws its negatives and masks from a CUDA generator, so a cell agrees with its CPU
-   run as two draws of one distribution do, not bit for bit. A cell still training at the deadline is
+   result for the same seed is in ``docs/paper-fb15k237/runs/``, then five of the cells longest
+   on the CPU, which one working session there cannot finish), one ``python -m kgexp trainer=gpu
+   logger=csv`` process each, all at once on the one GPU, seed 0. The GPU draws its negatives and
+   masks from a CUDA generator, so a cell agrees with its CPU run as two draws of one distribution do,
+   not bit for bit. A cell still training at the deadline is
    stopped by SIGTERM, which saves its ``last.ckpt`` (it does not come back: too large);
 2. **agreement**: one random model of each scorer at the recipe's sizes (FB15k-237's 14,541 entities
    and 237 relations, d = 100, 1,000 queries against 257 candidates), the CPU's fused kernels against
@@ -56,11 +57,11 @@ DATASET = "fb15k237"
 CPU_RUNS = ROOT / "docs" / "paper-fb15k237" / "runs"  # the finished CPU cells
 DEFAULT_CELLS = [
     "uniform-distmult",
-    "emu-distmult",
-    "emu-transe",
     "emu-complex",
     "emu-rotate",
-    "uniform-rotate",
+    "emu_no_uls-complex",
+    "emu_no_uls-rotate",
+    "emu_no_mutation-rotate",
 ]
 SETTINGS = ("uniform", "emu", "emu_no_uls", "emu_no_mutation")
 MODEL_NAMES = ("transe", "distmult", "complex", "rotate")
