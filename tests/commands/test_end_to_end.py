@@ -438,6 +438,13 @@ def test_multirun_writes_one_folder_per_job(basic_sweep):
         assert f"name: {model}" in (basic_sweep / str(job) / "config.yaml").read_text()
 
 
+def test_each_job_of_a_sequential_multirun_times_its_own_start_up(basic_sweep):
+    first, second = (json.loads((basic_sweep / str(job) / "run_info.json").read_text()) for job in (0, 1))
+    # the second job's clock starts with it, not with the process, which ran the first job before it
+    assert 0 < second["startup_s"] < second["wall_time_s"]
+    assert second["startup_s"] < first["wall_time_s"]
+
+
 @pytest.mark.parametrize(
     "launcher", [("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), ("hydra/launcher=submitit_local",)]
 )

@@ -18,7 +18,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-import kgexp
 from kgexp.config import ConfigError, validate
 from kgexp.config.build import build_datamodule, build_module
 from kgexp.evaluation.metrics import REPORTED
@@ -34,7 +33,7 @@ from kgexp.runtime.checkpointing import (
 )
 from kgexp.runtime.console import Progress, quiet_libraries, quiet_resume, summary_lines
 from kgexp.runtime.distributed import SharedOutputDir, launched_as_rank_zero, local_ranks
-from kgexp.runtime.run_info import StageTimes, collect
+from kgexp.runtime.run_info import StageTimes, collect, job_began
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +167,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     verbose = bool(cfg.get("verbose", False))
     quiet_libraries(verbose)
-    started = time.perf_counter()
+    began, started = job_began(), time.perf_counter()
     try:  # every config error now, before any data is loaded or file written: the schemas, then the
         validate(cfg)  # rules that join several options, which the constructors check
         build_module(cfg, num_entities=2, num_relations=1)
@@ -198,7 +197,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         loggers = instantiate_group(
             cfg.get("logger"), {"wandb": {**wandb_grouping(cfg), **resumed}, "csv": resumed}
         )
-        times, relations = StageTimes(), RelationTable()
+        times, relations = StageTimes(began), RelationTable()
         progress = Progress(
             cfg.selection.monitor, interactive(), lambda values: format_metrics(values, "val/", REPORTED)
         )
@@ -247,7 +246,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_json(output_dir / "run_info.json", info)
         results = [format_metrics(metrics, "test/"), format_metrics(metrics, "val/", REPORTED)]
         stages = {**times.summary(), "startup_s": times.startup_s}
-        since_start = time.perf_counter() - kgexp.IMPORTED_AT
+        since_start = time.perf_counter() - began
         for line in summary_lines(results, best or None, output_dir, since_start, stages):
             log.info(line)
     return metrics

@@ -68,6 +68,17 @@ def collect(seed: int, device: str, wall_time_s: float, **extra: Any) -> dict[st
     }
 
 
+_jobs_begun = 0
+
+
+def job_began() -> float:
+    """Where a job's clock starts: the import of kgexp for a process's first job (its start-up includes
+    the imports), the call for each later one (the jobs of a sequential multirun share one process)."""
+    global _jobs_begun
+    _jobs_begun += 1
+    return kgexp.IMPORTED_AT if _jobs_begun == 1 else time.perf_counter()
+
+
 class StageTimes(pl.Callback):
     """Wall time spent training, validating and testing (this process's share of a resumed run).
 
@@ -75,14 +86,15 @@ class StageTimes(pl.Callback):
     the ones during ``fit`` and the final one of the best checkpoint; ``validations`` is their number.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, began: float) -> None:
+        self.began = began  # :func:`job_began`
         self.seconds = {"training": 0.0, "validation": 0.0, "test": 0.0}
         self.validations = 0
         self.steps = 0
         self._started: dict[str, float] = {}
         self._validation_in_fit = 0.0
         self._first_step = 0
-        self.startup_s: float | None = None  # from the import of kgexp to this process's first step
+        self.startup_s: float | None = None  # from ``began`` to this job's first step
 
     def _start(self, stage: str) -> None:
         self._started[stage] = time.perf_counter()
@@ -99,7 +111,7 @@ class StageTimes(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         if self.startup_s is None:
-            self.startup_s = time.perf_counter() - kgexp.IMPORTED_AT
+            self.startup_s = time.perf_counter() - self.began
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds["training"] += self._stop("fit") - self._validation_in_fit
